@@ -8,6 +8,8 @@ import (
 	"time"
 
 	"github.com/libp2p/go-libp2p/core/crypto"
+
+	"github.com/daitn/daitn/descriptors/sketch"
 )
 
 func newKey(t testing.TB) crypto.PrivKey {
@@ -26,7 +28,7 @@ func sample(k Kind, name string) *Descriptor {
 	case KindData:
 		d.Data = &Data{Task: "digits-classification", Modality: "image", Format: "mnist-idx", Samples: 6000, SizeBytes: 4704000,
 			LabelDist: map[string]int64{"0": 600, "1": 600}, Updated: time.Now().Add(-time.Hour), Policy: Policy{Mode: PolicyTrainInPlace},
-			Sketch: &Sketch{Algo: "minhash-blake3-32/v1", K: 4, Mins: make([]byte, 16)}}
+			Sketch: &Sketch{Algo: sketch.Algo, K: 4, Mins: make([]byte, 8)}}
 	case KindModel:
 		d.Model = &Model{Version: "1.0", Architecture: "mlp-784-128-10", Params: 101770, Skills: []string{"classify-digits"}, Task: "digits-classification", ClaimedAccuracy: 0.97}
 	case KindCompute:

@@ -90,11 +90,11 @@ const (
 	PolicyPrivate      = "private"
 )
 
-// Sketch is a MinHash content sketch: K 32-bit minima, packed little-endian
-// in Mins (4*K bytes). Two sketches with the same Algo and K estimate the
-// Jaccard overlap of the underlying sample sets (package descriptors/sketch).
+// Sketch is a MinHash content sketch: K 16-bit minima, packed little-endian
+// in Mins (2*K bytes). Two sketches with the same Algo and K estimate the
+// Jaccard overlap of the underlying sample sets: use (*Sketch).Jaccard.
 type Sketch struct {
-	Algo string `json:"algo" cbor:"algo"` // "minhash-blake3-32/v1"
+	Algo string `json:"algo" cbor:"algo"` // sketch.Algo, "minhash-blake3-b16/v1"
 	K    int    `json:"k" cbor:"k"`
 	Mins []byte `json:"mins" cbor:"mins"`
 }

@@ -10,6 +10,8 @@ import (
 
 	"github.com/ipfs/go-cid"
 	"github.com/libp2p/go-libp2p/core/peer"
+
+	"github.com/daitn/daitn/descriptors/sketch"
 )
 
 // Validate checks a descriptor's header and body: known kind, body matching
@@ -154,8 +156,8 @@ func (v *validator) sketch(path string, s *Sketch) {
 	if s == nil {
 		return
 	}
-	if s.K <= 0 || s.K > 4096 || len(s.Mins) != 4*s.K {
-		v.fail(&FieldError{Field: path, Value: fmt.Sprintf("k=%d with %d bytes of minima", s.K, len(s.Mins)), Want: "1 <= k <= 4096 and 4*k bytes of minima", Err: ErrInvalidField})
+	if s.K <= 0 || s.K > sketch.MaxK || len(s.Mins) != sketch.BytesPerSlot*s.K {
+		v.fail(&FieldError{Field: path, Value: fmt.Sprintf("k=%d with %d bytes of minima", s.K, len(s.Mins)), Want: fmt.Sprintf("1 <= k <= %d and %d*k bytes of minima", sketch.MaxK, sketch.BytesPerSlot), Err: ErrInvalidField})
 	}
 	if s.Algo == "" {
 		v.fail(&FieldError{Field: path + ".algo", Want: "the sketch algorithm name", Err: ErrMissingField})
