@@ -1,0 +1,82 @@
+package learn
+
+import (
+	"context"
+	"fmt"
+	"testing"
+)
+
+func BenchmarkKernels(b *testing.B) {
+	x := make([]float32, 200)
+	y := make([]float32, 200)
+	for i := range x {
+		x[i] = float32(i) / 200
+	}
+	b.Run("axpy/blas", func(b *testing.B) {
+		for b.Loop() {
+			axpy(0.5, x, y)
+		}
+	})
+	b.Run("axpy/go", func(b *testing.B) {
+		for b.Loop() {
+			axpyGo(0.5, x, y)
+		}
+	})
+	var s float32
+	b.Run("dot/blas", func(b *testing.B) {
+		for b.Loop() {
+			s += dot(x, y)
+		}
+	})
+	b.Run("dot/go", func(b *testing.B) {
+		for b.Loop() {
+			s += dotGo(x, y)
+		}
+	})
+}
+
+// BenchmarkTrainEpoch600 is one client's local epoch in the FedAvg paper's
+// setting: 600 MNIST samples, B=10, 2NN.
+func BenchmarkTrainEpoch600(b *testing.B) {
+	train, _ := mnist(b)
+	d := Data{X: train.X[:600*784], Y: train.Y[:600]}
+	for _, batch := range []int{10, 50} {
+		b.Run(fmt.Sprintf("B=%d", batch), func(b *testing.B) {
+			init, _ := New(MNIST2NN, 1)
+			m := init.Clone()
+			b.ReportAllocs()
+			for b.Loop() {
+				copy(m.Params, init.Params) // always the same work: a fresh model
+				if _, err := Train(context.Background(), m, d, TrainConfig{Epochs: 1, Batch: batch, LR: 0.05, Seed: 1}); err != nil {
+					b.Fatal(err)
+				}
+			}
+			b.ReportMetric(float64(b.Elapsed().Nanoseconds())/float64(b.N)/600, "ns/sample")
+		})
+	}
+}
+
+// BenchmarkTrainEpoch60k is a full pass over the MNIST training set, B=10.
+func BenchmarkTrainEpoch60k(b *testing.B) {
+	train, _ := mnist(b)
+	d := Data{X: train.X, Y: train.Y}
+	init, _ := New(MNIST2NN, 1)
+	m := init.Clone()
+	for b.Loop() {
+		copy(m.Params, init.Params)
+		if _, err := Train(context.Background(), m, d, TrainConfig{Epochs: 1, Batch: 10, LR: 0.05, Seed: 1}); err != nil {
+			b.Fatal(err)
+		}
+	}
+}
+
+func BenchmarkEvaluate10k(b *testing.B) {
+	_, test := mnist(b)
+	d := Data{X: test.X, Y: test.Y}
+	m, _ := New(MNIST2NN, 1)
+	for b.Loop() {
+		if _, err := Evaluate(m, d); err != nil {
+			b.Fatal(err)
+		}
+	}
+}
