@@ -79,7 +79,9 @@ func (d *Descriptor) UpdatedAt() time.Time {
 
 // Matches reports whether d satisfies q at now.
 func (q Query) Matches(d *Descriptor, now time.Time) bool {
-	eq := func(a, b string) bool { return b == "" || strings.EqualFold(strings.TrimSpace(a), strings.TrimSpace(b)) }
+	eq := func(a, b string) bool {
+		return b == "" || strings.EqualFold(strings.TrimSpace(a), strings.TrimSpace(b))
+	}
 	if q.Kind != "" && d.Kind != q.Kind {
 		return false
 	}
