@@ -1,0 +1,28 @@
+package node
+
+import (
+	"context"
+	"fmt"
+)
+
+// startServices starts the services in dependency order. Each start function
+// lives in svc_<name>.go and registers its service with addService, so Close
+// stops them in reverse order.
+func (n *Node) startServices(ctx context.Context) error {
+	steps := []struct {
+		name  string
+		start func(context.Context) error
+	}{
+		{"descriptors", n.startDescriptors},
+		{"overlay", n.startOverlay},
+		{"transfer", n.startTransfer},
+		{"taskpool", n.startTaskpool},
+		{"train", n.startTrain},
+	}
+	for _, s := range steps {
+		if err := s.start(ctx); err != nil {
+			return fmt.Errorf("start %s service: %w", s.name, err)
+		}
+	}
+	return nil
+}
