@@ -146,13 +146,14 @@ func (n *Node) Status() Status {
 		sub.Close()
 	}
 	mode := n.cfg.Network.DHTMode
-	if n.dht != nil {
-		if n.dht.Mode() == 1 {
-			mode += " (server now)"
-		} else {
-			mode += " (client now)"
+	// A DHT in server mode is the one that answers the kad protocol.
+	now := " (client now)"
+	for _, p := range n.host.Mux().Protocols() {
+		if p == "/daitn/kad/1.0.0" {
+			now = " (server now)"
 		}
 	}
+	mode += now
 	var listen []string
 	for _, a := range n.host.Network().ListenAddresses() {
 		listen = append(listen, a.String())

@@ -1,0 +1,66 @@
+package main
+
+import (
+	"encoding/json"
+	"errors"
+	"fmt"
+	"io"
+	"os"
+	"path/filepath"
+	"text/tabwriter"
+
+	"github.com/spf13/cobra"
+
+	"github.com/daitn/daitn/oam"
+)
+
+// dataDir resolves the data directory: --data, then $DAITN_DATA, then ~/.daitn.
+func dataDir(cmd *cobra.Command) (string, error) {
+	d, _ := cmd.Flags().GetString("data")
+	if d == "" {
+		d = os.Getenv("DAITN_DATA")
+	}
+	if d == "" {
+		home, err := os.UserHomeDir()
+		if err != nil {
+			return "", fmt.Errorf("no --data given, $DAITN_DATA unset and no home directory: %w", err)
+		}
+		d = filepath.Join(home, ".daitn")
+	}
+	abs, err := filepath.Abs(d)
+	if err != nil {
+		return "", fmt.Errorf("data directory %q: %w", d, err)
+	}
+	return abs, nil
+}
+
+// apiFromCmd connects to the node running on the command's data directory.
+func apiFromCmd(cmd *cobra.Command) (*oam.Client, error) {
+	d, err := dataDir(cmd)
+	if err != nil {
+		return nil, err
+	}
+	c, err := oam.Dial(d)
+	if err != nil {
+		if errors.Is(err, oam.ErrNotRunning) {
+			return nil, fmt.Errorf("no node is running on %s: start one with `daitn up --data %s`", d, d)
+		}
+		return nil, err
+	}
+	return c, nil
+}
+
+func jsonOutput(cmd *cobra.Command) bool {
+	j, _ := cmd.Flags().GetBool("json")
+	return j
+}
+
+func printJSON(cmd *cobra.Command, v any) error {
+	enc := json.NewEncoder(cmd.OutOrStdout())
+	enc.SetIndent("", "  ")
+	return enc.Encode(v)
+}
+
+func newTable(w io.Writer) *tabwriter.Writer {
+	return tabwriter.NewWriter(w, 0, 4, 2, ' ', 0)
+}
