@@ -28,6 +28,8 @@ type FetchOptions struct {
 	Providers []peer.ID
 	// NoPin leaves the fetched root unpinned, so the next GC may remove it.
 	NoPin bool
+
+	onlyProviders bool
 }
 
 // Progress is a snapshot of a fetch. Byte counts are of unique blocks.
@@ -111,10 +113,10 @@ type vjob struct {
 }
 
 type fetch struct {
-	s     *Service
-	root  cid.Cid
-	opts  FetchOptions
-	start time.Time
+	s      *Service
+	root   cid.Cid
+	opts   FetchOptions
+	start  time.Time
 	ctx    context.Context
 	cancel context.CancelFunc
 
@@ -284,6 +286,9 @@ func (f *fetch) loop() error {
 	scan := func() {
 		for _, p := range f.opts.Providers {
 			f.startWorker(p)
+		}
+		if f.opts.onlyProviders {
+			return
 		}
 		for _, p := range s.h.Network().Peers() {
 			f.startWorker(p)
@@ -953,4 +958,9 @@ func (f *fetch) checkSpace(size uint64) error {
 func isTimeout(err error) bool {
 	var t interface{ Timeout() bool }
 	return errors.As(err, &t) && t.Timeout()
+}
+
+// fetchFrom fetches root from p only (tests and the hostile-peer harness).
+func (s *Service) fetchFrom(ctx context.Context, root cid.Cid, p peer.ID) (*FetchResult, error) {
+	return s.Fetch(ctx, root, FetchOptions{Providers: []peer.ID{p}, onlyProviders: true})
 }

@@ -157,7 +157,9 @@ func (s *Service) handleStream(str network.Stream) {
 		_ = wire.WriteResponse(bw, &wire.Response{Kind: wire.KindError, CID: wire.Sum(wire.CodecRaw, nil), Msg: truncate(readErr.Error())}, nil)
 		_ = bw.Flush()
 		s.log.Debug("bad request", "peer", remote, "err", readErr)
-		_ = str.Reset()
+		// Close, not Reset: a reset could discard the error before the
+		// peer reads it. The read side is closed, so nothing more is read.
+		_ = str.Close()
 		return
 	}
 	if werr != nil || ctx.Err() != nil && s.ctx.Err() != nil {

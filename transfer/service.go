@@ -803,7 +803,7 @@ func (s *Service) penalise(p peer.ID, why string) {
 	s.badPeers[p]++
 	s.mu.Unlock()
 	s.h.ConnManager().UpsertTag(p, "daitn-transfer-bad", func(v int) int { return v - 10 })
-	s.log.Warn("peer sent a bad block", "peer", p, "why", why)
+	s.log.Warn("peer misbehaved; excluded from this fetch and penalised", "peer", p, "why", why)
 }
 
 var bufPool = sync.Pool{New: func() any { b := make([]byte, 0, wire.MaxChunkSize); return &b }}

@@ -1,0 +1,64 @@
+package transfer
+
+import (
+	"bufio"
+	"context"
+	"io"
+	"testing"
+	"time"
+
+	"github.com/libp2p/go-libp2p"
+	"github.com/libp2p/go-libp2p/core/crypto"
+	"github.com/libp2p/go-libp2p/core/host"
+	"github.com/libp2p/go-libp2p/core/peer"
+
+	"github.com/daitn/daitn/transfer/wire"
+)
+
+// newHostWithKey starts a host on 127.0.0.1 with a given identity: the
+// "same node restarted" of the restart tests.
+func newHostWithKey(t testing.TB, key crypto.PrivKey) host.Host {
+	t.Helper()
+	h, err := libp2p.New(
+		libp2p.Identity(key),
+		libp2p.ListenAddrStrings("/ip4/127.0.0.1/tcp/0"),
+		libp2p.DisableRelay(),
+	)
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { _ = h.Close() })
+	return h
+}
+
+// rawExchange sends req on a fresh stream and reads n responses, skipping
+// block bodies.
+func rawExchange(t testing.TB, from host.Host, to peer.ID, req *wire.Request, n int) []*wire.Response {
+	t.Helper()
+	ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
+	defer cancel()
+	str, err := from.NewStream(ctx, to, wire.Protocol)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer str.Reset()
+	_ = str.SetDeadline(time.Now().Add(10 * time.Second))
+	if err := wire.WriteRequest(str, req); err != nil {
+		t.Fatal(err)
+	}
+	br := bufio.NewReader(str)
+	var out []*wire.Response
+	for i := 0; i < n; i++ {
+		r, err := wire.ReadResponse(br, nil)
+		if err != nil {
+			t.Fatalf("response %d: %v", i, err)
+		}
+		if r.Kind == wire.KindBlock {
+			if _, err := io.CopyN(io.Discard, br, int64(r.Len)); err != nil {
+				t.Fatal(err)
+			}
+		}
+		out = append(out, r)
+	}
+	return out
+}
