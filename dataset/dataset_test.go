@@ -416,3 +416,30 @@ func equalF(a, b []float32) bool {
 	}
 	return true
 }
+
+func TestMNISTShardAndFingerprint(t *testing.T) {
+	train, _ := loadMNIST(t)
+	a, err := MNISTShard(4, 10, true, 3)
+	if err != nil {
+		t.Fatal(err)
+	}
+	b, _ := ShardNonIID(train, 4, 10, 3)
+	if a.Fingerprint() != b.Fingerprint() {
+		t.Fatal("MNISTShard differs from ShardNonIID on the loaded set")
+	}
+	c, _ := ShardNonIID(train, 5, 10, 3)
+	if a.Fingerprint() == c.Fingerprint() {
+		t.Fatal("two different shards share a fingerprint")
+	}
+	dir := t.TempDir()
+	if err := WriteDir(dir, a); err != nil {
+		t.Fatal(err)
+	}
+	back, _ := ReadDir(dir)
+	if back.Fingerprint() != a.Fingerprint() {
+		t.Fatal("fingerprint changed through a data directory")
+	}
+	if _, err := MNISTShard(10, 10, false, 1); err == nil || !strings.Contains(err.Error(), "k=10") {
+		t.Fatalf("shard 10 of 10: %v", err)
+	}
+}

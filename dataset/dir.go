@@ -242,3 +242,21 @@ func modCache(ctx context.Context) string {
 	}
 	return ""
 }
+
+// MNISTShard loads the real MNIST training set and returns shard k (0-based)
+// of n, IID or, with nonIID, the FedAvg paper's pathological split. It is
+// what `daitn data add --mnist-shard` publishes; write it with WriteDir.
+func MNISTShard(k, n int, nonIID bool, seed uint64) (*Set, error) {
+	dir, err := MNISTDir()
+	if err != nil {
+		return nil, err
+	}
+	train, err := ReadSet(dir, TrainPrefix, 0)
+	if err != nil {
+		return nil, fmt.Errorf("mnist shard: %w", err)
+	}
+	if nonIID {
+		return ShardNonIID(train, k, n, seed)
+	}
+	return ShardIID(train, k, n, seed)
+}

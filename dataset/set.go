@@ -1,6 +1,7 @@
 package dataset
 
 import (
+	"crypto/sha256"
 	"fmt"
 	"math/rand/v2"
 	"sort"
@@ -164,4 +165,18 @@ func ShardNonIID(s *Set, k, n int, seed uint64) (*Set, error) {
 	}
 	sort.Ints(idx)
 	return s.Subset(idx), nil
+}
+
+// Fingerprint is a SHA-256 over the set's canonical idx encoding (plain
+// images file, then plain labels file). It identifies a set's content
+// independently of file names and gzip settings, e.g. as the test set id an
+// MPVU puts in its evaluation reports.
+func (s *Set) Fingerprint() [32]byte {
+	im, labels := s.Images()
+	h := sha256.New()
+	_ = WriteIDXImages(h, im)
+	_ = WriteIDXLabels(h, labels)
+	var out [32]byte
+	h.Sum(out[:0])
+	return out
 }
