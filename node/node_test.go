@@ -380,3 +380,33 @@ func TestCloseIsIdempotent(t *testing.T) {
 		t.Fatalf("after Close, Dial = %v, want ErrNotRunning", err)
 	}
 }
+
+func TestReconnectsToBootstrap(t *testing.T) {
+	nodes := nodetest.Start(t, 2, nodetest.WithoutServices())
+	boot, n1 := nodes[0], nodes[1]
+	for i := 0; i < 2; i++ {
+		if err := n1.Host().Network().ClosePeer(boot.ID()); err != nil {
+			t.Fatal(err)
+		}
+		nodetest.Eventually(t, 10*time.Second, "reconnect to the bootstrap peer", func() bool {
+			return len(n1.Host().Network().ConnsToPeer(boot.ID())) > 0
+		})
+	}
+}
+
+func TestMetricsEndpoint(t *testing.T) {
+	nodes := nodetest.Start(t, 2, nodetest.WithoutServices())
+	cl, _ := oam.Dial(nodes[0].DataDir())
+	resp, err := cl.Do(context.Background(), "GET", "/metrics", nil)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer resp.Body.Close()
+	var buf bytes.Buffer
+	_, _ = buf.ReadFrom(resp.Body)
+	for _, want := range []string{"daitn_peers 1", "daitn_dht_routing_table_peers", "daitn_bandwidth_in_bytes_total", "daitn_uptime_seconds"} {
+		if !strings.Contains(buf.String(), want) {
+			t.Errorf("metrics lack %q", want)
+		}
+	}
+}
