@@ -134,6 +134,12 @@ func (p *posted) status() Status {
 	return st
 }
 
+// holds reports whether agent holds the task at epoch: assigned, or offered
+// and already acting on it (its ack may still be in flight).
+func (p *posted) holds(agent string, epoch uint64) bool {
+	return (p.State == StateAssigned || p.State == StateOffered) && p.Holder == agent && p.Epoch == epoch
+}
+
 func (p *posted) event(detail string) Event {
 	return Event{TaskID: p.Task.ID, State: p.State, Holder: p.Holder, Epoch: p.Epoch, Time: time.Now(), Detail: detail}
 }
@@ -385,13 +391,16 @@ func (s *Service) offerLoop(p *posted, only string) error {
 		err := s.sendOffer(agent, &a)
 
 		s.mu.Lock()
-		if p.State != StateOffered || p.Epoch != a.Epoch {
+		// A fast agent's result can beat its ack here; the result, signed
+		// for this epoch, proves the ack.
+		resultIn := p.Result != nil && p.Result.Epoch == a.Epoch
+		if p.Epoch != a.Epoch || (p.State != StateOffered && !resultIn) {
 			// Cancelled or expired meanwhile.
 			p.offering = false
 			s.mu.Unlock()
 			return ErrNotOpen
 		}
-		if err != nil {
+		if err != nil && !resultIn {
 			s.log.Debug("offer declined", "task", p.Task.ID, "agent", agent, "err", err)
 			if p.declined == nil {
 				p.declined = map[string]bool{}
@@ -410,14 +419,11 @@ func (s *Service) offerLoop(p *posted, only string) error {
 			}
 			continue
 		}
-		now = time.Now()
-		p.State = StateAssigned
-		p.LeaseUntil = now.Add(p.Task.Lease()).UnixMilli()
-		p.AssignedAt = now.UnixMilli()
-		if p.FirstAt == 0 {
-			p.FirstAt = p.AssignedAt
+		if !resultIn {
+			p.State = StateAssigned
+			p.LeaseUntil = time.Now().Add(p.Task.Lease()).UnixMilli()
+			s.noteAssignedLocked(p)
 		}
-		p.History = append(p.History, Attempt{Epoch: p.Epoch, Agent: p.Holder, Start: now.UnixMilli()})
 		p.offering = false
 		losers := make([]string, 0, len(p.Bids))
 		for _, b := range p.Bids {
@@ -434,6 +440,19 @@ func (s *Service) offerLoop(p *posted, only string) error {
 		s.mu.Unlock()
 		return nil
 	}
+}
+
+// noteAssignedLocked records the start of the current epoch's attempt once.
+func (s *Service) noteAssignedLocked(p *posted) {
+	if n := len(p.History); n > 0 && p.History[n-1].Epoch == p.Epoch {
+		return
+	}
+	now := time.Now().UnixMilli()
+	p.AssignedAt = now
+	if p.FirstAt == 0 {
+		p.FirstAt = now
+	}
+	p.History = append(p.History, Attempt{Epoch: p.Epoch, Agent: p.Holder, Start: now})
 }
 
 func (s *Service) nextCandidateLocked(p *posted, only string) *bidEntry {
@@ -599,7 +618,7 @@ func (s *Service) onRenew(remote peer.ID, m *wireMsg) *wireMsg {
 	if p.State == StateCancelled || p.State == StateExpired {
 		return reply(codeCancelled, fmt.Sprintf("task %s is %s", m.TaskID, p.State))
 	}
-	if p.State != StateAssigned || p.Holder != remote.String() || p.Epoch != m.Epoch {
+	if !p.holds(remote.String(), m.Epoch) {
 		return reply(codeStale, fmt.Sprintf("task %s: %s does not hold epoch %d", m.TaskID, remote, m.Epoch))
 	}
 	// Renewals are not persisted: a restarted poster grants a fresh lease.
@@ -634,12 +653,14 @@ func (s *Service) applyResult(r *Result, env []byte) *wireMsg {
 	if p.Result != nil && p.Result.Agent == r.Agent && p.Result.Epoch == r.Epoch {
 		return &wireMsg{Code: codeOK, Detail: "already applied"}
 	}
-	if p.State != StateAssigned || p.Holder != r.Agent || p.Epoch != r.Epoch {
+	if !p.holds(r.Agent, r.Epoch) {
 		s.stats.LateResults++
 		s.log.Info("late or unassigned result ignored", "task", r.TaskID, "agent", r.Agent,
 			"epoch", r.Epoch, "current_epoch", p.Epoch, "state", p.State)
 		return reply(codeStale, fmt.Sprintf("task %s: epoch %d from %s is not the current assignment", r.TaskID, r.Epoch, r.Agent))
 	}
+	prevState := p.State
+	s.noteAssignedLocked(p)
 	rc := *r
 	p.Result = &rc
 	p.ResultEnv = env
@@ -658,7 +679,7 @@ func (s *Service) applyResult(r *Result, env []byte) *wireMsg {
 	}
 	if err := s.savePostedLocked(p); err != nil {
 		// Not acknowledged: the agent keeps the result and retries.
-		p.State, p.Result, p.ResultEnv = StateAssigned, nil, nil
+		p.State, p.Result, p.ResultEnv = prevState, nil, nil
 		s.stats.ResultsApplied--
 		return reply(codeRejected, "poster could not store the result; retry")
 	}

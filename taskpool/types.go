@@ -29,9 +29,9 @@ const (
 	MaxEligible = 256
 	// MaxCredentials bounds the credentials of a bid.
 	MaxCredentials = 16
-	maxIDLen        = 64
-	maxNameLen      = 64
-	maxTextLen      = 512
+	maxIDLen       = 64
+	maxNameLen     = 64
+	maxTextLen     = 512
 )
 
 // Tier is the priority class of a task. When agents are scarce they take
@@ -394,28 +394,28 @@ type assignmentRec struct{ *Assignment }
 type ackRec struct{ *Ack }
 type resultRec struct{ *Result }
 
-func (postingRec) Domain() string                  { return domainPosting }
-func (postingRec) Codec() []byte                   { return codecPosting }
+func (postingRec) Domain() string                   { return domainPosting }
+func (postingRec) Codec() []byte                    { return codecPosting }
 func (r postingRec) MarshalRecord() ([]byte, error) { return encMode.Marshal(r.Task) }
 func (r postingRec) UnmarshalRecord(b []byte) error { return decMode.Unmarshal(b, r.Task) }
 
-func (bidRec) Domain() string                  { return domainBid }
-func (bidRec) Codec() []byte                   { return codecBid }
+func (bidRec) Domain() string                   { return domainBid }
+func (bidRec) Codec() []byte                    { return codecBid }
 func (r bidRec) MarshalRecord() ([]byte, error) { return encMode.Marshal(r.Bid) }
 func (r bidRec) UnmarshalRecord(b []byte) error { return decMode.Unmarshal(b, r.Bid) }
 
-func (assignmentRec) Domain() string                  { return domainAssignment }
-func (assignmentRec) Codec() []byte                   { return codecAssignment }
+func (assignmentRec) Domain() string                   { return domainAssignment }
+func (assignmentRec) Codec() []byte                    { return codecAssignment }
 func (r assignmentRec) MarshalRecord() ([]byte, error) { return encMode.Marshal(r.Assignment) }
 func (r assignmentRec) UnmarshalRecord(b []byte) error { return decMode.Unmarshal(b, r.Assignment) }
 
-func (ackRec) Domain() string                  { return domainAck }
-func (ackRec) Codec() []byte                   { return codecAck }
+func (ackRec) Domain() string                   { return domainAck }
+func (ackRec) Codec() []byte                    { return codecAck }
 func (r ackRec) MarshalRecord() ([]byte, error) { return encMode.Marshal(r.Ack) }
 func (r ackRec) UnmarshalRecord(b []byte) error { return decMode.Unmarshal(b, r.Ack) }
 
-func (resultRec) Domain() string                  { return domainResult }
-func (resultRec) Codec() []byte                   { return codecResult }
+func (resultRec) Domain() string                   { return domainResult }
+func (resultRec) Codec() []byte                    { return codecResult }
 func (r resultRec) MarshalRecord() ([]byte, error) { return encMode.Marshal(r.Result) }
 func (r resultRec) UnmarshalRecord(b []byte) error { return decMode.Unmarshal(b, r.Result) }
 
