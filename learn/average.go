@@ -16,7 +16,10 @@ var (
 
 // Update is one client's contribution to a FedAvg round: its locally trained
 // parameters and its weight (normally the number of samples it trained on,
-// n_k in the paper).
+// n_k in the paper). A sender could claim any weight to dominate the
+// average, so the aggregator should take it from what it already knows
+// (the dataset descriptor's sample count, capped by the plan), not from the
+// sender's word.
 type Update struct {
 	From   string // who sent it, e.g. a peer ID; only used to name it in errors
 	Params []float32

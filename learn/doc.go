@@ -4,8 +4,10 @@
 // no files, no network, no clocks, no goroutines left running — it takes
 // values and returns numbers, so the train service, the MPVU and the
 // benchmarks drive it and it is tested without a network. Everything is
-// deterministic for a seed: the same inputs give bit-identical weights on
-// every machine.
+// deterministic for a seed: initial weights are bit-identical everywhere, and
+// training and averaging give bit-identical results on the same CPU
+// architecture (the float32 kernels are gonum's SSE assembly on amd64 and
+// plain Go elsewhere, which round differently in the last bits).
 //
 // # Models
 //
