@@ -55,16 +55,16 @@ type PeerStats struct {
 
 // FetchResult summarises a finished fetch.
 type FetchResult struct {
-	Root         cid.Cid                `json:"root"`
-	Size         uint64                 `json:"size"`   // as the root manifest says
-	Blocks       int                    `json:"blocks"` // unique blocks under root
-	Reused       int                    `json:"reused"` // already stored before this fetch
-	Fetched      int                    `json:"fetched"`
-	FetchedBytes int64                  `json:"fetched_bytes"`
-	Duplicates   int                    `json:"duplicates"` // received twice (end-game requests)
-	Bad          int                    `json:"bad"`        // failed verification, dropped
-	Peers        map[peer.ID]*PeerStats `json:"peers"`
-	Elapsed      time.Duration          `json:"elapsed"`
+	Root         cid.Cid               `json:"root"`
+	Size         uint64                `json:"size"`   // as the root manifest says
+	Blocks       int                   `json:"blocks"` // unique blocks under root
+	Reused       int                   `json:"reused"` // already stored before this fetch
+	Fetched      int                   `json:"fetched"`
+	FetchedBytes int64                 `json:"fetched_bytes"`
+	Duplicates   int                   `json:"duplicates"` // received twice (end-game requests)
+	Bad          int                   `json:"bad"`        // failed verification, dropped
+	Peers        map[string]*PeerStats `json:"peers"`      // by peer ID string
+	Elapsed      time.Duration         `json:"elapsed"`
 }
 
 type item struct {
@@ -127,6 +127,7 @@ type fetch struct {
 	workers   map[peer.ID]*worker
 	peers     map[peer.ID]*peerState
 	res       FetchResult
+	stats     map[peer.ID]*PeerStats
 	total     int64
 	doneBytes int64
 	err       error
@@ -172,7 +173,7 @@ func (s *Service) Fetch(ctx context.Context, root cid.Cid, opts FetchOptions) (*
 		total: -1,
 	}
 	f.res.Root = root
-	f.res.Peers = map[peer.ID]*PeerStats{}
+	f.stats = map[peer.ID]*PeerStats{}
 	res, err := f.run()
 	if err != nil {
 		return res, fmt.Errorf("fetch %s: %w", root, err)
@@ -236,10 +237,10 @@ func (f *fetch) result() *FetchResult {
 	f.mu.Lock()
 	defer f.mu.Unlock()
 	r := f.res
-	r.Peers = map[peer.ID]*PeerStats{}
-	for p, st := range f.res.Peers {
+	r.Peers = map[string]*PeerStats{}
+	for p, st := range f.stats {
 		c := *st
-		r.Peers[p] = &c
+		r.Peers[p.String()] = &c
 	}
 	r.Elapsed = time.Since(f.start)
 	return &r
@@ -422,6 +423,15 @@ func (f *fetch) report(final bool) {
 			p.Peers++
 		}
 	}
+	if final {
+		// Workers are gone by now: report how many peers served.
+		p.Peers = 0
+		for _, st := range f.stats {
+			if st.Blocks > 0 {
+				p.Peers++
+			}
+		}
+	}
 	f.mu.Unlock()
 	f.opts.Progress(p)
 }
@@ -448,10 +458,10 @@ func (f *fetch) startWorker(p peer.ID) {
 	if ps.excluded || time.Now().Before(ps.next) {
 		return
 	}
-	st := f.res.Peers[p]
+	st := f.stats[p]
 	if st == nil {
 		st = &PeerStats{}
-		f.res.Peers[p] = st
+		f.stats[p] = st
 	}
 	ctx, cancel := context.WithCancel(f.ctx)
 	w := &worker{p: p, ctx: ctx, cancel: cancel, wake: make(chan struct{}, 1),

@@ -137,7 +137,7 @@ func TestFromFourHolders(t *testing.T) {
 	t.Logf("fetched in %v", res.Elapsed)
 	serving := 0
 	for p, st := range res.Peers {
-		t.Logf("peer %s: %d blocks, %d bytes", p.ShortString(), st.Blocks, st.Bytes)
+		t.Logf("peer %s: %d blocks, %d bytes", p, st.Blocks, st.Bytes)
 		if st.Blocks > 0 {
 			serving++
 		}
@@ -169,7 +169,7 @@ func TestCorruptHolderIsDetected(t *testing.T) {
 		t.Fatal("fetched bytes differ")
 	}
 	badID := net.Peers[1].Host.ID()
-	if res.Bad == 0 || res.Peers[badID] == nil || res.Peers[badID].Bad == 0 {
+	if res.Bad == 0 || res.Peers[badID.String()] == nil || res.Peers[badID.String()].Bad == 0 {
 		t.Fatalf("corrupt holder not detected: %+v", res)
 	}
 	st, _ := client.Stats()
@@ -230,9 +230,9 @@ func TestHostileHolders(t *testing.T) {
 			if got := exportBytes(t, client, root); !bytes.Equal(got, data) {
 				t.Fatal("fetched bytes differ")
 			}
-			gotBad := res.Peers[badID] != nil && res.Peers[badID].Bad > 0
+			gotBad := res.Peers[badID.String()] != nil && res.Peers[badID.String()].Bad > 0
 			if gotBad != tc.penalised {
-				t.Fatalf("penalised=%v, want %v (%+v)", gotBad, tc.penalised, res.Peers[badID])
+				t.Fatalf("penalised=%v, want %v (%+v)", gotBad, tc.penalised, res.Peers[badID.String()])
 			}
 		})
 	}
