@@ -10,6 +10,7 @@ import (
 	"time"
 
 	ds "github.com/ipfs/go-datastore"
+	"github.com/libp2p/go-libp2p/core/network"
 	"github.com/libp2p/go-libp2p/core/peer"
 )
 
@@ -65,6 +66,8 @@ type held struct {
 	Epoch     uint64
 	ResultEnv []byte
 	Attempts  int
+
+	nextTry time.Time
 }
 
 func (h *held) key() string { return h.Task.Poster + "/" + h.Task.ID }
@@ -576,9 +579,16 @@ func (s *Service) deliver(k string) {
 		}
 		cancel()
 	}
-	resp, err := s.call(s.ctx, poster, &wireMsg{Op: opResult, Env: env})
+	// Our own retry schedule replaces the swarm's dial backoff, which after
+	// a long outage would keep us from noticing the poster is back.
+	dctx := network.WithForceDirectDial(s.ctx, "taskpool result delivery")
+	resp, err := s.call(dctx, poster, &wireMsg{Op: opResult, Env: env})
 	if err != nil {
 		s.log.Debug("result delivery failed, kept for retry", "task", task.ID, "poster", poster, "err", err)
+		s.mu.Lock()
+		shift := min(h.Attempts, 5)
+		h.nextTry = time.Now().Add(s.cfg.retry << shift)
+		s.mu.Unlock()
 		return
 	}
 	switch resp.Code {
@@ -607,8 +617,9 @@ func (s *Service) outboxLoop() {
 		}
 		s.mu.Lock()
 		var keys []string
+		now := time.Now()
 		for k, h := range s.held {
-			if h.ResultEnv != nil {
+			if h.ResultEnv != nil && !now.Before(h.nextTry) {
 				keys = append(keys, k)
 			}
 		}
