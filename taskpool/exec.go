@@ -85,29 +85,33 @@ func shellQuote(s string) string {
 }
 
 // limitedBuffer keeps at most max bytes: the head (stdout, then flags
-// overflow) or the tail (stderr).
+// overflow) or the tail (stderr). It deliberately has no ReadFrom, so
+// os/exec's copy goes through Write.
 type limitedBuffer struct {
-	bytes.Buffer
+	buf      bytes.Buffer
 	max      int
 	over     bool
 	keepTail bool
 }
 
+func (b *limitedBuffer) Bytes() []byte  { return b.buf.Bytes() }
+func (b *limitedBuffer) String() string { return b.buf.String() }
+
 func (b *limitedBuffer) Write(p []byte) (int, error) {
 	n := len(p)
 	if b.keepTail {
-		b.Buffer.Write(p)
-		if b.Len() > b.max {
-			tail := append([]byte(nil), b.Bytes()[b.Len()-b.max:]...)
-			b.Reset()
-			b.Buffer.Write(tail)
+		b.buf.Write(p)
+		if b.buf.Len() > b.max {
+			tail := append([]byte(nil), b.buf.Bytes()[b.buf.Len()-b.max:]...)
+			b.buf.Reset()
+			b.buf.Write(tail)
 		}
 		return n, nil
 	}
-	if b.Len()+len(p) > b.max {
+	if b.buf.Len()+len(p) > b.max {
 		b.over = true
-		p = p[:max(0, b.max-b.Len())]
+		p = p[:max(0, b.max-b.buf.Len())]
 	}
-	b.Buffer.Write(p)
+	b.buf.Write(p)
 	return n, nil
 }

@@ -6,7 +6,6 @@ import (
 	"testing"
 	"time"
 
-
 	"github.com/daitn/daitn/internal/p2ptest"
 	"github.com/daitn/daitn/internal/store"
 )
