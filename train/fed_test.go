@@ -1,0 +1,175 @@
+package train_test
+
+import (
+	"context"
+	"path/filepath"
+	"sync"
+	"testing"
+	"time"
+
+	"github.com/daitn/daitn/dataset"
+	"github.com/daitn/daitn/descriptors"
+	"github.com/daitn/daitn/node"
+	"github.com/daitn/daitn/node/nodetest"
+	"github.com/daitn/daitn/taskpool"
+	"github.com/daitn/daitn/train"
+)
+
+// fedNode is a whole node (host, DHT, GossipSub, Pebble store) with the
+// training stack on top.
+type fedNode struct {
+	nd    *nodetest.Node
+	st    *train.Stack
+	roles []string
+	t     *testing.T
+}
+
+var (
+	mnistOnce  sync.Once
+	mnistTrain *dataset.Set
+	mnistErr   error
+)
+
+func mnistTrainSet(t *testing.T) *dataset.Set {
+	t.Helper()
+	mnistOnce.Do(func() {
+		dir, err := dataset.MNISTDir()
+		if err != nil {
+			mnistErr = err
+			return
+		}
+		mnistTrain, mnistErr = dataset.ReadSet(dir, dataset.TrainPrefix, 0)
+	})
+	if mnistErr != nil {
+		t.Fatalf("real MNIST: %v", mnistErr)
+	}
+	return mnistTrain
+}
+
+type fedConfig struct {
+	data      int
+	lease     time.Duration
+	testLimit int
+}
+
+// startFed starts 1 MPVU (node 0, the bootstrap), cfg.data data nodes with
+// IID MNIST shards, and a client (last).
+func startFed(t *testing.T, cfg fedConfig) (mpvu *fedNode, data []*fedNode, client *fedNode) {
+	t.Helper()
+	n := cfg.data + 2
+	nodes := nodetest.Start(t, n, nodetest.WithoutServices(),
+		nodetest.WithNodeOptions(node.WithRecordValidator(descriptors.RecordNamespace, descriptors.RecordValidator{})))
+	var all []*fedNode
+	for i, nd := range nodes {
+		roles := []string{train.RoleData}
+		switch {
+		case i == 0:
+			roles = []string{train.RoleMPVU}
+		case i == n-1:
+			roles = []string{train.RoleClient}
+		}
+		f := &fedNode{nd: nd, roles: roles, t: t}
+		f.start(cfg)
+		all = append(all, f)
+	}
+	ctx := context.Background()
+	set := mnistTrainSet(t)
+	for i := 1; i <= cfg.data; i++ {
+		dir := filepath.Join(all[i].nd.DataDir(), "shard")
+		if err := train.WriteMNISTShard(set, dir, i, cfg.data, false, 1); err != nil {
+			t.Fatal(err)
+		}
+		if _, err := all[i].st.Train.AddDataset(ctx, train.ShardName(i, cfg.data, false), dir, ""); err != nil {
+			t.Fatal(err)
+		}
+	}
+	client = all[n-1]
+	// Wait until the client's map holds every dataset and the MPVU.
+	nodetest.Eventually(t, 30*time.Second, "client sees all datasets and the MPVU", func() bool {
+		return client.sees(cfg.data)
+	})
+	return all[0], all[1 : n-1], client
+}
+
+func (f *fedNode) start(cfg fedConfig) {
+	f.t.Helper()
+	lease := cfg.lease
+	if lease == 0 {
+		lease = 3 * time.Second
+	}
+	st, err := train.NewStack(context.Background(), train.StackConfig{
+		Host: f.nd.Host(), PubSub: f.nd.PubSub(), Routing: f.nd.DHT(), Store: f.nd.Store(),
+		DataDir: f.nd.DataDir(), Logger: nodetest.Logger("train"), Roles: f.roles,
+		Taskpool: []taskpool.Option{taskpool.WithDefaults(lease, 200*time.Millisecond, 10*time.Minute)},
+		Train:    []train.Option{train.WithLease(lease), train.WithTestsetLimit(cfg.testLimit)},
+	})
+	if err != nil {
+		f.t.Fatal(err)
+	}
+	f.st = st
+	f.t.Cleanup(func() { _ = st.Close() })
+}
+
+func (f *fedNode) sees(datasets int) bool {
+	ctx, cancel := context.WithTimeout(context.Background(), 3*time.Second)
+	defer cancel()
+	d, _ := f.st.Desc.Find(ctx, descriptors.Query{Kind: descriptors.KindData, Task: train.DefaultTask}, descriptors.FindOptions{})
+	ts, _ := f.st.Desc.Find(ctx, descriptors.Query{Kind: descriptors.KindTestset, Task: train.DefaultTask}, descriptors.FindOptions{})
+	return len(d) >= datasets && len(ts) >= 1
+}
+
+// kill crashes the node: its host goes away first, then the services stop.
+func (f *fedNode) kill() {
+	f.nd.Kill()
+	_ = f.st.Close()
+}
+
+func (f *fedNode) restart(cfg fedConfig) {
+	_ = f.st.Close()
+	f.nd = f.nd.Restart()
+	f.start(cfg)
+}
+
+func baseSpec() *train.JobSpec {
+	return &train.JobSpec{
+		Model:    train.ModelSpec{Arch: "mnist-2nn", Seed: 1},
+		Target:   train.TargetSpec{Accuracy: 0.90, MaxRounds: 8},
+		Data:     train.DataSpec{Task: train.DefaultTask, MinDatasets: 1},
+		Settings: train.Settings{Clients: 4, Epochs: 1, Batch: 10, LR: 0.1, MaxSamples: 1200, Seed: 1},
+	}
+}
+
+func TestFederationTrainsMNIST(t *testing.T) {
+	_, data, client := startFed(t, fedConfig{data: 4})
+	ctx, cancel := context.WithTimeout(context.Background(), 3*time.Minute)
+	defer cancel()
+	spec := baseSpec()
+	spec.Data.MinDatasets = 4
+	job, err := client.st.Train.Submit(ctx, spec)
+	if err != nil {
+		t.Fatal(err)
+	}
+	j, err := client.st.Train.Wait(ctx, job.ID)
+	if err != nil {
+		t.Fatal(err)
+	}
+	for _, r := range j.History {
+		t.Logf("round %d: accuracy %.4f loss %.4f nodes %d wall %dms train %dms bytes down %d up %d eval %d (full %d)",
+			r.Round, r.Accuracy, r.Loss, len(r.Nodes), r.WallMs, r.TrainMs, r.BytesDown, r.BytesUp, r.BytesEval, r.FullBytes)
+	}
+	if j.State != train.StateDone || j.Accuracy < 0.90 {
+		t.Fatalf("job %s: state %s (%s), accuracy %.4f, want done above 0.90", j.ID, j.State, j.Reason, j.Accuracy)
+	}
+	// Every accuracy came from a report signed by the chosen MPVU.
+	last := j.History[len(j.History)-1]
+	rep, err := train.VerifyReportSigner(last.Report, j.Admission.MPVU)
+	if err != nil {
+		t.Fatalf("last report: %v", err)
+	}
+	if rep.Model != j.Model || rep.Accuracy != j.Accuracy || rep.Samples != 10000 {
+		t.Fatalf("report %+v does not match job model %s accuracy %.4f", rep, j.Model, j.Accuracy)
+	}
+	if len(last.Nodes) != len(data) {
+		t.Fatalf("last round averaged %d updates, want %d", len(last.Nodes), len(data))
+	}
+}
