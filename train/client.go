@@ -920,4 +920,3 @@ func short(s string) string {
 	}
 	return s
 }
-

@@ -226,4 +226,3 @@ func readFrame(br *bufio.Reader, limit int) ([]byte, error) {
 	}
 	return b, nil
 }
-
