@@ -12,9 +12,14 @@ func BenchmarkKernels(b *testing.B) {
 	for i := range x {
 		x[i] = float32(i) / 200
 	}
-	b.Run("axpy/blas", func(b *testing.B) {
+	b.Run("axpy/selected", func(b *testing.B) {
 		for b.Loop() {
 			axpy(0.5, x, y)
+		}
+	})
+	b.Run("axpy/gonum", func(b *testing.B) {
+		for b.Loop() {
+			blas32.Saxpy(len(x), 0.5, x, 1, y, 1)
 		}
 	})
 	b.Run("axpy/go", func(b *testing.B) {
@@ -23,9 +28,14 @@ func BenchmarkKernels(b *testing.B) {
 		}
 	})
 	var s float32
-	b.Run("dot/blas", func(b *testing.B) {
+	b.Run("dot/selected", func(b *testing.B) {
 		for b.Loop() {
 			s += dot(x, y)
+		}
+	})
+	b.Run("dot/gonum", func(b *testing.B) {
+		for b.Loop() {
+			s += blas32.Sdot(len(x), x, 1, y, 1)
 		}
 	})
 	b.Run("dot/go", func(b *testing.B) {
@@ -36,23 +46,33 @@ func BenchmarkKernels(b *testing.B) {
 }
 
 // BenchmarkTrainEpoch600 is one client's local epoch in the FedAvg paper's
-// setting: 600 MNIST samples, B=10, 2NN.
+// setting: 600 MNIST samples, 2NN, with the selected kernels and, for
+// comparison in the same run, with gonum's.
 func BenchmarkTrainEpoch600(b *testing.B) {
 	train, _ := mnist(b)
 	d := Data{X: train.X[:600*784], Y: train.Y[:600]}
-	for _, batch := range []int{10, 50} {
-		b.Run(fmt.Sprintf("B=%d", batch), func(b *testing.B) {
-			init, _ := New(MNIST2NN, 1)
-			m := init.Clone()
-			b.ReportAllocs()
-			for b.Loop() {
-				copy(m.Params, init.Params) // always the same work: a fresh model
-				if _, err := Train(context.Background(), m, d, TrainConfig{Epochs: 1, Batch: batch, LR: 0.05, Seed: 1}); err != nil {
-					b.Fatal(err)
+	avx := useAVX
+	defer func() { useAVX = avx }()
+	for _, kern := range []string{"selected", "gonum"} {
+		for _, batch := range []int{10, 50} {
+			b.Run(fmt.Sprintf("kernels=%s/B=%d", kern, batch), func(b *testing.B) {
+				useAVX = avx && kern == "selected"
+				init, _ := New(MNIST2NN, 1)
+				m := init.Clone()
+				b.ReportAllocs()
+				defer lockThread()()
+				cpu0 := threadCPU()
+				for b.Loop() {
+					copy(m.Params, init.Params) // always the same work: a fresh model
+					if _, err := Train(context.Background(), m, d, TrainConfig{Epochs: 1, Batch: batch, LR: 0.05, Seed: 1}); err != nil {
+						b.Fatal(err)
+					}
 				}
-			}
-			b.ReportMetric(float64(b.Elapsed().Nanoseconds())/float64(b.N)/600, "ns/sample")
-		})
+				cpu := float64(threadCPU()-cpu0) / float64(b.N)
+				b.ReportMetric(cpu, "cpu-ns/op")
+				b.ReportMetric(cpu/600, "cpu-ns/sample")
+			})
+		}
 	}
 }
 
@@ -62,12 +82,15 @@ func BenchmarkTrainEpoch60k(b *testing.B) {
 	d := Data{X: train.X, Y: train.Y}
 	init, _ := New(MNIST2NN, 1)
 	m := init.Clone()
+	defer lockThread()()
+	cpu0 := threadCPU()
 	for b.Loop() {
 		copy(m.Params, init.Params)
 		if _, err := Train(context.Background(), m, d, TrainConfig{Epochs: 1, Batch: 10, LR: 0.05, Seed: 1}); err != nil {
 			b.Fatal(err)
 		}
 	}
+	b.ReportMetric(float64(threadCPU()-cpu0)/float64(b.N), "cpu-ns/op")
 }
 
 func BenchmarkEvaluate10k(b *testing.B) {

@@ -4,19 +4,27 @@ import (
 	blasgonum "gonum.org/v1/gonum/blas/gonum"
 )
 
-// The two kernels every layer reduces to. gonum's float32 BLAS level 1 has
-// SSE assembly on amd64 for unit-stride axpy and dot; BenchmarkKernels
-// compares it with the portable loops below on 200-wide rows.
+// The two kernels every layer reduces to. On amd64 with AVX2 and FMA they
+// are our own assembly (kernels_amd64.s); otherwise gonum's float32 BLAS
+// level 1 (SSE assembly on amd64, Go elsewhere). BenchmarkKernels compares
+// them with the portable loops below on 200-wide rows.
 
 var blas32 blasgonum.Implementation
 
 // axpy computes y += a*x for len(x) == len(y).
 func axpy(a float32, x, y []float32) {
+	if useAVX {
+		axpyAVX(a, x, y[:len(x)])
+		return
+	}
 	blas32.Saxpy(len(x), a, x, 1, y, 1)
 }
 
 // dot returns x·y for len(x) == len(y).
 func dot(x, y []float32) float32 {
+	if useAVX {
+		return dotAVX(x, y[:len(x)])
+	}
 	return blas32.Sdot(len(x), x, 1, y, 1)
 }
 
