@@ -213,7 +213,10 @@ func (f *fetch) run() (*FetchResult, error) {
 		f.report(true)
 		return f.result(), nil
 	}
-	n := runtime.GOMAXPROCS(0)
+	// Verifiers hash (CPU) and then write and fsync (disk wait); more of
+	// them than cores lets fsyncs overlap, which the filesystem journal
+	// commits together.
+	n := 4 * runtime.GOMAXPROCS(0)
 	var vwg sync.WaitGroup
 	for i := 0; i < n; i++ {
 		vwg.Add(1)

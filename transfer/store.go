@@ -99,12 +99,19 @@ func (s *blockStore) flush() error {
 	dirs := s.dirty
 	s.dirty = map[string]struct{}{}
 	s.mu.Unlock()
+	// Directory fsyncs are independent; issuing them together lets the
+	// filesystem commit them in one journal transaction.
+	errs := make(chan error, len(dirs))
 	for d := range dirs {
-		if err := syncDir(d); err != nil {
-			return err
+		go func() { errs <- syncDir(d) }()
+	}
+	var first error
+	for range dirs {
+		if err := <-errs; err != nil && first == nil {
+			first = err
 		}
 	}
-	return nil
+	return first
 }
 
 // ErrCorrupt reports a stored block that no longer matches its CID; the
@@ -173,8 +180,14 @@ func (s *blockStore) each(fn func(c cid.Cid, size int64) error) error {
 
 // Pins are empty files named by root CID: creating or removing one is atomic.
 func (s *blockStore) pin(root cid.Cid) error {
+	// A pin is an empty file: its existence is the whole content, so it
+	// needs no temporary name, only a durable directory entry.
 	p := filepath.Join(s.dir, "pins", root.String())
-	if err := writeFileAtomic(filepath.Join(s.dir, "tmp"), p, nil, s.sync); err != nil {
+	f, err := os.OpenFile(p, os.O_CREATE|os.O_WRONLY, 0o600)
+	if err != nil {
+		return fmt.Errorf("pin %s: %w", root, err)
+	}
+	if err := f.Close(); err != nil {
 		return fmt.Errorf("pin %s: %w", root, err)
 	}
 	if s.sync {
