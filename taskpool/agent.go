@@ -38,6 +38,9 @@ type AgentConfig struct {
 	// Filter, if set, must also accept a task.
 	Filter  func(*Task) bool
 	Handler Handler
+	// Manual turns off automatic bidding: the agent only bids when told
+	// to with BidOn (an external agent deciding for itself).
+	Manual bool
 }
 
 // Agent bids on matching postings of one pool and runs the handler for
@@ -222,7 +225,7 @@ func (a *Agent) bidSome() {
 		}
 	}
 	room := a.cfg.Capacity + a.cfg.BidAhead - len(a.active) - len(a.pending)
-	if room <= 0 || len(a.candidates) == 0 {
+	if a.cfg.Manual || room <= 0 || len(a.candidates) == 0 {
 		a.mu.Unlock()
 		return
 	}
@@ -265,29 +268,33 @@ func (a *Agent) bidSome() {
 
 func (a *Agent) bid(k string, t *Task, load float64) {
 	defer a.wg.Done()
-	b := Bid{TaskID: t.ID, Bidder: a.s.self.String(), Price: a.cfg.Price,
-		ExpectedMs: a.cfg.Expected.Milliseconds(), Load: clip01(load),
+	_ = a.sendBid(a.ctx, k, t, a.cfg.Price, a.cfg.Expected, load)
+}
+
+// sendBid signs and sends one bid; the key stays pending only if the
+// poster is considering it.
+func (a *Agent) sendBid(ctx context.Context, k string, t *Task, price float64, expected time.Duration, load float64) error {
+	b := Bid{TaskID: t.ID, Bidder: a.s.self.String(), Price: price,
+		ExpectedMs: expected.Milliseconds(), Load: clip01(load),
 		Credentials: a.cfg.Credentials, Time: time.Now().UnixMilli(), Repost: t.Repost}
 	env, err := SealBid(&b, a.s.key)
 	if err != nil {
-		a.s.log.Error("seal bid", "task", t.ID, "err", err)
 		a.drop(k)
-		return
+		return fmt.Errorf("bid on %s: %w", t.ID, err)
 	}
 	poster, err := peer.Decode(t.Poster)
 	if err != nil {
 		a.drop(k)
-		return
+		return fmt.Errorf("bid on %s: poster %q: %w", t.ID, t.Poster, err)
 	}
-	resp, err := a.s.call(a.ctx, poster, &wireMsg{Op: opBid, Env: env})
+	resp, err := a.s.call(ctx, poster, &wireMsg{Op: opBid, Env: env})
 	if err != nil {
-		a.s.log.Debug("bid", "task", t.ID, "err", err)
 		a.drop(k)
-		return
+		return fmt.Errorf("bid on %s: %w", t.ID, err)
 	}
 	if resp.Code != codePending {
 		a.drop(k)
-		return
+		return fmt.Errorf("bid on %s: poster answered %s: %s: %w", t.ID, resp.Code, resp.Detail, ErrBidRefused)
 	}
 	a.mu.Lock()
 	if _, ok := a.pending[k]; ok {
@@ -295,6 +302,31 @@ func (a *Agent) bid(k string, t *Task, load float64) {
 		a.pending[k] = max(resp.Until, time.Now().UnixMilli()) + 2000
 	}
 	a.mu.Unlock()
+	return nil
+}
+
+// ErrBidRefused is returned by BidOn when the poster will not consider the
+// bid (task assigned, closed, not eligible, price too high).
+var ErrBidRefused = errors.New("bid refused")
+
+// BidOn bids on a posting this agent has seen (see Service.Postings), at
+// price and expected duration; the poster's policy then decides. It is how
+// an external agent that chooses its own tasks bids through the node.
+func (a *Agent) BidOn(ctx context.Context, poster peer.ID, taskID string, price float64, expected time.Duration) error {
+	if price < 0 || expected < 0 {
+		return fmt.Errorf("bid: price %v, expected %v, want both >= 0", price, expected)
+	}
+	k := poster.String() + "/" + taskID
+	a.mu.Lock()
+	t, ok := a.candidates[k]
+	if !ok {
+		a.mu.Unlock()
+		return fmt.Errorf("bid on %s from %s: posting not seen on pool %s or no longer open: %w", taskID, poster, a.cfg.Pool, ErrNotFound)
+	}
+	a.pending[k] = time.Now().Add(a.s.cfg.callTimeout).UnixMilli()
+	load := float64(len(a.active)) / float64(a.cfg.Capacity)
+	a.mu.Unlock()
+	return a.sendBid(ctx, k, t, price, expected, load)
 }
 
 func (a *Agent) drop(k string) {
