@@ -51,6 +51,7 @@ type point struct {
 	train    time.Duration
 	eval     time.Duration
 	elapsed  time.Duration
+	trainCPU float64 // process CPU seconds spent training (all workers)
 	bytesOut int
 }
 
@@ -69,7 +70,7 @@ func main() {
 		clients   = flag.Int("clients", 100, "number of clients K (each gets 60000/K samples)")
 		frac      = flag.Float64("c", 0.1, "fraction C of clients per round")
 		batch     = flag.Int("b", 10, "local minibatch size B (0 = whole shard)")
-		lr        = flag.Float64("lr", 0.05, "learning rate")
+		lrs       = flag.String("lr", "0.05", "learning rate, or a comma-separated grid: each configuration runs with each and the table shows all")
 		target    = flag.Float64("target", 0.97, "test accuracy to reach")
 		maxRounds = flag.Int("max-rounds", 1000, "stop a configuration after this many rounds")
 		maxTime   = flag.Duration("max-time", 20*time.Minute, "stop a configuration after this much wall time")
@@ -89,8 +90,16 @@ func main() {
 		}
 		cfgs = append(cfgs, config{split: split, epochs: n})
 	}
-	if *clients < 1 || *frac <= 0 || *frac > 1 || *batch < 0 || *lr <= 0 {
-		log.Fatal("need -clients ≥ 1, 0 < -c ≤ 1, -b ≥ 0, -lr > 0")
+	var lrList []float64
+	for _, s := range strings.Split(*lrs, ",") {
+		v, err := strconv.ParseFloat(strings.TrimSpace(s), 64)
+		if err != nil || v <= 0 {
+			log.Fatalf("-lr: %q is not a positive number", s)
+		}
+		lrList = append(lrList, v)
+	}
+	if *clients < 1 || *frac <= 0 || *frac > 1 || *batch < 0 {
+		log.Fatal("need -clients ≥ 1, 0 < -c ≤ 1, -b ≥ 0")
 	}
 	ctx, stop := signal.NotifyContext(context.Background(), os.Interrupt)
 	defer stop()
@@ -107,131 +116,22 @@ func main() {
 	perRound := max(int(*frac*float64(*clients)+0.5), 1)
 	probe, _ := learn.New(learn.MNIST2NN, *seed)
 	modelBytes, _ := learn.Marshal(probe)
-	fmt.Printf("FedAvg on MNIST, 2NN (%d parameters, %d bytes serialised), K=%d clients, C=%.2g (%d per round), B=%d, lr=%g, target %.2f%%, %d workers on %d CPUs\n",
-		probe.NumParams(), len(modelBytes), *clients, *frac, perRound, *batch, *lr, 100**target, *workers, runtime.NumCPU())
+	fmt.Printf("FedAvg on MNIST, 2NN (%d parameters, %d bytes serialised), K=%d clients, C=%.2g (%d per round), B=%d, lr=%s, target %.2f%%, %d workers on %d CPUs\n",
+		probe.NumParams(), len(modelBytes), *clients, *frac, perRound, *batch, *lrs, 100**target, *workers, runtime.NumCPU())
 
 	var results []*result
 	for _, cfg := range cfgs {
-		if ctx.Err() != nil {
-			break
-		}
-		shards := make([]learn.Data, *clients)
-		for k := range shards {
-			var s *dataset.Set
-			if cfg.split == "iid" {
-				s, err = dataset.ShardIID(train, k, *clients, *seed)
-			} else {
-				s, err = dataset.ShardNonIID(train, k, *clients, *seed)
-			}
-			if err != nil {
-				log.Fatal(err)
-			}
-			shards[k] = learn.Data{X: s.X, Y: s.Y}
-		}
-		res := &result{cfg: cfg, lr: *lr}
-		results = append(results, res)
-		global, _ := learn.New(learn.MNIST2NN, *seed)
-		start := time.Now()
-		for round := 1; round <= *maxRounds; round++ {
+		for _, lr := range lrList {
 			if ctx.Err() != nil {
-				res.stopped = "interrupted"
 				break
 			}
-			if time.Since(start) > *maxTime {
-				res.stopped = fmt.Sprintf("time cap %s", *maxTime)
-				break
-			}
-			pick := rand.New(rand.NewPCG(*seed, uint64(round))).Perm(*clients)[:perRound]
-			t0 := time.Now()
-			updates := make([]learn.Update, perRound)
-			var wg sync.WaitGroup
-			var mu sync.Mutex
-			var firstErr error
-			sem := make(chan struct{}, *workers)
-			for i, k := range pick {
-				wg.Add(1)
-				sem <- struct{}{}
-				go func() {
-					defer wg.Done()
-					defer func() { <-sem }()
-					local := global.Clone()
-					_, err := learn.Train(ctx, local, shards[k], learn.TrainConfig{
-						Epochs: cfg.epochs, Batch: *batch, LR: float32(*lr),
-						Seed: *seed ^ uint64(round)<<20 ^ uint64(k),
-					})
-					if err != nil {
-						mu.Lock()
-						firstErr = err
-						mu.Unlock()
-						return
-					}
-					updates[i] = learn.Update{From: fmt.Sprint("client-", k), Params: local.Params, Weight: float64(shards[k].Len())}
-				}()
-			}
-			wg.Wait()
-			if firstErr != nil {
-				res.stopped = firstErr.Error()
-				break
-			}
-			avg, err := learn.Average(global.NumParams(), updates)
-			if err != nil {
-				log.Fatal(err)
-			}
-			global.Params = avg
-			t1 := time.Now()
-			ev, err := learn.Evaluate(global, testData)
-			if err != nil {
-				log.Fatal(err)
-			}
-			t2 := time.Now()
-			p := point{round: round, acc: ev.Accuracy, loss: ev.Loss, train: t1.Sub(t0), eval: t2.Sub(t1), elapsed: t2.Sub(start),
-				bytesOut: 2 * perRound * len(modelBytes)}
-			res.points = append(res.points, p)
-			if res.reached == 0 && ev.Accuracy >= *target {
-				res.reached = round
-			}
-			if round == 1 || round%10 == 0 || res.reached == round {
-				fmt.Printf("  %-9s round %4d  acc %.4f  loss %.4f  train %6.2fs  eval %5.2fs  elapsed %s\n",
-					cfg.key(), round, ev.Accuracy, ev.Loss, p.train.Seconds(), p.eval.Seconds(), p.elapsed.Round(time.Second))
-			}
-			if res.reached != 0 && round >= res.reached+*extra {
-				break
-			}
+			results = append(results, run(ctx, cfg, lr, train, testData, opts{
+				clients: *clients, perRound: perRound, batch: *batch, target: *target, maxRounds: *maxRounds,
+				maxTime: *maxTime, extra: *extra, seed: *seed, workers: *workers, modelBytes: len(modelBytes),
+			}))
 		}
-		res.wall = time.Since(start)
-		status := "reached"
-		if res.reached == 0 {
-			status = "NOT reached (" + firstNonEmpty(res.stopped, fmt.Sprintf("round cap %d", *maxRounds)) + ")"
-		}
-		fmt.Printf("%s: target %s after %d rounds, %s\n", cfg.key(), status, len(res.points), res.wall.Round(time.Second))
 	}
-
-	fmt.Printf("\nRounds to %.0f%% test accuracy, 2NN, K=%d, C=%.2g, B=%d (paper: McMahan et al. 2017, Table 1, best learning rate of a grid)\n", 100**target, *clients, *frac, *batch)
-	fmt.Printf("%-8s %3s %6s %12s %8s %10s %14s %14s %14s\n", "split", "E", "lr", "rounds", "paper", "best acc", "train s/round", "eval s/round", "wall")
-	for _, r := range results {
-		rounds := "—"
-		if r.reached > 0 {
-			rounds = strconv.Itoa(r.reached)
-		} else {
-			rounds = fmt.Sprintf(">%d", len(r.points))
-		}
-		pp := "?"
-		if n, ok := paper[r.cfg.key()]; ok && *clients == 100 && *frac == 0.1 && *batch == 10 && *target == 0.97 {
-			pp = strconv.Itoa(n)
-		}
-		var best float64
-		var tr, evd time.Duration
-		for _, p := range r.points {
-			best = max(best, p.acc)
-			tr += p.train
-			evd += p.eval
-		}
-		n := max(len(r.points), 1)
-		fmt.Printf("%-8s %3d %6g %12s %8s %10.4f %14.2f %14.2f %14s\n", r.cfg.split, r.cfg.epochs, r.lr, rounds, pp, best,
-			tr.Seconds()/float64(n), evd.Seconds()/float64(n), r.wall.Round(time.Second))
-	}
-	fmt.Printf("bytes per round if the full model goes both ways: %d clients × 2 × %d B = %d B\n", perRound, len(modelBytes), 2*perRound*len(modelBytes))
-
+	report(results, *clients, *frac, *batch, *target, perRound, len(modelBytes))
 	if *csvPath != "" {
 		if err := writeCSV(*csvPath, results); err != nil {
 			log.Fatal(err)
@@ -243,6 +143,139 @@ func main() {
 		}
 		fmt.Println("plot written to", *pngPath)
 	}
+}
+
+type opts struct {
+	clients, perRound, batch  int
+	target                    float64
+	maxRounds, extra, workers int
+	maxTime                   time.Duration
+	seed                      uint64
+	modelBytes                int
+}
+
+func run(ctx context.Context, cfg config, lr float64, train *dataset.Set, testData learn.Data, o opts) *result {
+	var err error
+	shards := make([]learn.Data, o.clients)
+	for k := range shards {
+		var s *dataset.Set
+		if cfg.split == "iid" {
+			s, err = dataset.ShardIID(train, k, o.clients, o.seed)
+		} else {
+			s, err = dataset.ShardNonIID(train, k, o.clients, o.seed)
+		}
+		if err != nil {
+			log.Fatal(err)
+		}
+		shards[k] = learn.Data{X: s.X, Y: s.Y}
+	}
+	res := &result{cfg: cfg, lr: lr}
+	global, _ := learn.New(learn.MNIST2NN, o.seed)
+	start := time.Now()
+	for round := 1; round <= o.maxRounds; round++ {
+		if ctx.Err() != nil {
+			res.stopped = "interrupted"
+			break
+		}
+		if time.Since(start) > o.maxTime {
+			res.stopped = fmt.Sprintf("time cap %s", o.maxTime)
+			break
+		}
+		pick := rand.New(rand.NewPCG(o.seed, uint64(round))).Perm(o.clients)[:o.perRound]
+		t0, c0 := time.Now(), processCPU()
+		updates := make([]learn.Update, o.perRound)
+		var wg sync.WaitGroup
+		var mu sync.Mutex
+		var firstErr error
+		sem := make(chan struct{}, o.workers)
+		for i, k := range pick {
+			wg.Add(1)
+			sem <- struct{}{}
+			go func() {
+				defer wg.Done()
+				defer func() { <-sem }()
+				local := global.Clone()
+				_, err := learn.Train(ctx, local, shards[k], learn.TrainConfig{
+					Epochs: cfg.epochs, Batch: o.batch, LR: float32(lr),
+					Seed: o.seed ^ uint64(round)<<20 ^ uint64(k),
+				})
+				if err != nil {
+					mu.Lock()
+					firstErr = err
+					mu.Unlock()
+					return
+				}
+				updates[i] = learn.Update{From: fmt.Sprint("client-", k), Params: local.Params, Weight: float64(shards[k].Len())}
+			}()
+		}
+		wg.Wait()
+		if firstErr != nil {
+			res.stopped = firstErr.Error()
+			break
+		}
+		avg, err := learn.Average(global.NumParams(), updates)
+		if err != nil {
+			log.Fatal(err)
+		}
+		global.Params = avg
+		t1, c1 := time.Now(), processCPU()
+		ev, err := learn.Evaluate(global, testData)
+		if err != nil {
+			log.Fatal(err)
+		}
+		t2 := time.Now()
+		p := point{round: round, acc: ev.Accuracy, loss: ev.Loss, train: t1.Sub(t0), eval: t2.Sub(t1), elapsed: t2.Sub(start),
+			trainCPU: c1 - c0, bytesOut: 2 * o.perRound * o.modelBytes}
+		res.points = append(res.points, p)
+		if res.reached == 0 && ev.Accuracy >= o.target {
+			res.reached = round
+		}
+		if round == 1 || round%10 == 0 || res.reached == round {
+			fmt.Printf("  %-9s lr %-5g round %4d  acc %.4f  loss %.4f  train %6.2fs (cpu %6.2fs)  eval %5.2fs  elapsed %s\n",
+				cfg.key(), lr, round, ev.Accuracy, ev.Loss, p.train.Seconds(), p.trainCPU, p.eval.Seconds(), p.elapsed.Round(time.Second))
+		}
+		if res.reached != 0 && round >= res.reached+o.extra {
+			break
+		}
+	}
+	res.wall = time.Since(start)
+	status := "reached"
+	if res.reached == 0 {
+		status = "NOT reached (" + firstNonEmpty(res.stopped, fmt.Sprintf("round cap %d", o.maxRounds)) + ")"
+	}
+	fmt.Printf("%s lr %g: target %s after %d rounds, %s\n", cfg.key(), lr, status, len(res.points), res.wall.Round(time.Second))
+	return res
+}
+
+func report(results []*result, clients int, frac float64, batch int, target float64, perRound, modelBytes int) {
+
+	fmt.Printf("\nRounds to %.0f%% test accuracy, 2NN, K=%d, C=%.2g, B=%d (paper: McMahan et al. 2017, Table 1, best learning rate of a grid)\n", 100*target, clients, frac, batch)
+	fmt.Printf("%-8s %3s %6s %8s %8s %10s %14s %14s %14s %10s\n", "split", "E", "lr", "rounds", "paper", "best acc", "train s/round", "cpu s/round", "eval s/round", "wall")
+	for _, r := range results {
+		rounds := "—"
+		if r.reached > 0 {
+			rounds = strconv.Itoa(r.reached)
+		} else {
+			rounds = fmt.Sprintf(">%d", len(r.points))
+		}
+		pp := "?"
+		if n, ok := paper[r.cfg.key()]; ok && clients == 100 && frac == 0.1 && batch == 10 && target == 0.97 {
+			pp = strconv.Itoa(n)
+		}
+		var best float64
+		var tr, evd time.Duration
+		var cpu float64
+		for _, p := range r.points {
+			best = max(best, p.acc)
+			tr += p.train
+			evd += p.eval
+			cpu += p.trainCPU
+		}
+		n := float64(max(len(r.points), 1))
+		fmt.Printf("%-8s %3d %6g %8s %8s %10.4f %14.2f %14.2f %14.2f %10s\n", r.cfg.split, r.cfg.epochs, r.lr, rounds, pp, best,
+			tr.Seconds()/n, cpu/n, evd.Seconds()/n, r.wall.Round(time.Second))
+	}
+	fmt.Printf("bytes per round if the full model goes both ways: %d clients × 2 × %d B = %d B\n", perRound, modelBytes, 2*perRound*modelBytes)
 }
 
 func firstNonEmpty(a, b string) string {
@@ -302,7 +335,7 @@ func writePlot(path string, results []*result, target float64) error {
 		line.Color = colors[i%len(colors)]
 		line.Width = vg.Points(1.5)
 		p.Add(line)
-		p.Legend.Add(fmt.Sprintf("%s E=%d", r.cfg.split, r.cfg.epochs), line)
+		p.Legend.Add(fmt.Sprintf("%s E=%d lr=%g", r.cfg.split, r.cfg.epochs, r.lr), line)
 	}
 	tl, _ := plotter.NewLine(plotter.XYs{{X: 0, Y: target}, {X: float64(maxRound), Y: target}})
 	tl.Color = color.Gray{Y: 100}
