@@ -1,0 +1,197 @@
+package overlay
+
+import (
+	"context"
+	"fmt"
+	"log/slog"
+	"os"
+	"testing"
+	"time"
+
+	"github.com/libp2p/go-libp2p"
+	pubsub "github.com/libp2p/go-libp2p-pubsub"
+	"github.com/libp2p/go-libp2p/core/crypto"
+	"github.com/libp2p/go-libp2p/core/host"
+	"github.com/libp2p/go-libp2p/core/peer"
+
+	"github.com/daitn/daitn/internal/gossip"
+	"github.com/daitn/daitn/internal/p2ptest"
+)
+
+// testInterval is the beacon interval of many-node tests. The CI machine
+// has 2 cores shared by every package's tests; under -race the signature
+// checks dominate (30 nodes beaconing every 2s already cost ~1.4 core-seconds
+// per second there), so race builds beacon less often.
+func testInterval() time.Duration {
+	if raceBuild {
+		return 3 * time.Second
+	}
+	return time.Second
+}
+
+// testTTL is the beacon lifetime in intervals: generous under -race, where a
+// starved scheduler delays beacons by seconds.
+func testTTL() int {
+	if raceBuild {
+		return 5
+	}
+	return 3
+}
+
+// testOpts: beacons every testInterval, gone after 3 missed.
+func testOpts(extra ...Option) []Option {
+	return append([]Option{WithInterval(testInterval()), WithTTLFactor(testTTL()),
+		WithMinInterval(100 * time.Millisecond), WithProbe(testInterval(), 4)}, extra...)
+}
+
+// mesh adds ring and chord links to p2ptest's star so GossipSub forms a
+// real mesh instead of relaying everything through peer 0.
+func mesh(t *testing.T, nw *p2ptest.Net) {
+	n := len(nw.Peers)
+	for i := 1; i < n; i++ {
+		for _, k := range []int{1, 5} {
+			j := (i + k) % n
+			if j != 0 && j != i {
+				p2ptest.Connect(t, nw.Peers[i].Host, nw.Peers[j].Host)
+			}
+		}
+	}
+}
+
+func newSvc(t *testing.T, h host.Host, ps *pubsub.PubSub, opts ...Option) *Service {
+	t.Helper()
+	s, err := New(context.Background(), h, ps, append([]Option{WithLogger(testLogger(t))}, opts...)...)
+	if err != nil {
+		t.Fatalf("overlay.New: %v", err)
+	}
+	t.Cleanup(func() { _ = s.Close() })
+	return s
+}
+
+func dataItem(owner peer.ID, id string) *Item {
+	now := time.Now()
+	return &Item{ID: id, Kind: KindData, Owner: owner, Task: "digits-classification",
+		Samples: 600, LabelDist: map[string]int64{"0": 300, "1": 300},
+		Issued: now, Expires: now.Add(time.Hour)}
+}
+
+func rolesFor(i int) []string {
+	if i%3 == 0 {
+		return []string{"compute", "data"}
+	}
+	return []string{"data"}
+}
+
+// restartHost starts a fresh host with key (same peer ID) and GossipSub, as
+// a restarted node would, connected to boot.
+func restartHost(t *testing.T, key crypto.PrivKey, boot host.Host) (host.Host, *pubsub.PubSub) {
+	t.Helper()
+	h, err := libp2p.New(libp2p.Identity(key), libp2p.ListenAddrStrings("/ip4/127.0.0.1/tcp/0"),
+		libp2p.DisableRelay(), libp2p.ResourceManager(nil))
+	if err != nil {
+		t.Fatalf("restart host: %v", err)
+	}
+	t.Cleanup(func() { _ = h.Close() })
+	ps, err := pubsub.NewGossipSub(context.Background(), h, gossip.Options()...)
+	if err != nil {
+		t.Fatalf("restart gossipsub: %v", err)
+	}
+	p2ptest.Connect(t, h, boot)
+	return h, ps
+}
+
+func TestMap30NodesJoinLeaveRestart(t *testing.T) {
+	const n = 30
+	t0 := time.Now()
+	net := p2ptest.New(t, n, p2ptest.WithPubSub())
+	mesh(t, net)
+	t.Logf("started and connected %d hosts in %v", n, time.Since(t0))
+	svcs := make([]*Service, n)
+	for i, p := range net.Peers {
+		svcs[i] = newSvc(t, p.Host, p.PubSub, testOpts(WithRoles(rolesFor(i)...))...)
+		if err := svcs[i].AddItem(dataItem(p.Host.ID(), fmt.Sprintf("d-%02d", i))); err != nil {
+			t.Fatal(err)
+		}
+	}
+	var why string
+	complete := func(s *Service, alive func(int) bool) bool {
+		snap := s.Snapshot()
+		for j, q := range net.Peers {
+			pi := snap.Peer(q.Host.ID())
+			if !alive(j) {
+				if pi != nil {
+					why = fmt.Sprintf("%s still has dead peer %d", s.h.ID(), j)
+					return false
+				}
+				continue
+			}
+			if pi == nil || RolesString(pi.Roles) != RolesString(rolesFor(j)) ||
+				len(pi.Descriptors) != 1 || pi.Descriptors[0] != fmt.Sprintf("d-%02d", j) {
+				np, _ := snap.Len()
+				why = fmt.Sprintf("%s lacks peer %d (has %d peers): %+v stats %+v", s.h.ID(), j, np, pi, s.Stats())
+				return false
+			}
+		}
+		return true
+	}
+	defer func() {
+		if t.Failed() {
+			t.Log("last unmet condition:", why)
+		}
+	}()
+	all := func(int) bool { return true }
+	start := time.Now()
+	p2ptest.Eventually(t, 90*time.Second, "every map has all 30 peers with roles and descriptors", func() bool {
+		for _, s := range svcs {
+			if !complete(s, all) {
+				return false
+			}
+		}
+		return true
+	})
+	t.Logf("30-node map converged in %v", time.Since(start))
+
+	// Kill the last node: its host goes away without a goodbye.
+	victim := n - 1
+	key := net.Peers[victim].Host.Peerstore().PrivKey(net.Peers[victim].Host.ID())
+	_ = svcs[victim].Close()
+	_ = net.Peers[victim].Host.Close()
+	notVictim := func(j int) bool { return j != victim }
+	start = time.Now()
+	p2ptest.Eventually(t, 90*time.Second, "killed node leaves every map", func() bool {
+		for i, s := range svcs[:victim] {
+			_ = i
+			if !complete(s, notVictim) {
+				return false
+			}
+		}
+		return true
+	})
+	t.Logf("killed node left every map in %v (beacon lifetime %v)", time.Since(start), time.Duration(testTTL())*testInterval())
+
+	// Restart it with the same identity.
+	h, ps := restartHost(t, key, net.Peers[0].Host)
+	net.Peers[victim].Host = h
+	svcs[victim] = newSvc(t, h, ps, testOpts(WithRoles(rolesFor(victim)...))...)
+	if err := svcs[victim].AddItem(dataItem(h.ID(), fmt.Sprintf("d-%02d", victim))); err != nil {
+		t.Fatal(err)
+	}
+	start = time.Now()
+	p2ptest.Eventually(t, 90*time.Second, "restarted node is back in every map", func() bool {
+		for _, s := range svcs {
+			if !complete(s, all) {
+				return false
+			}
+		}
+		return true
+	})
+	t.Logf("restarted node back in every map in %v", time.Since(start))
+}
+
+func testLogger(t *testing.T) *slog.Logger {
+	lvl := slog.LevelInfo
+	if os.Getenv("OVERLAY_DEBUG") != "" {
+		lvl = slog.LevelDebug
+	}
+	return slog.New(slog.NewTextHandler(os.Stderr, &slog.HandlerOptions{Level: lvl}))
+}
