@@ -77,7 +77,11 @@ func BenchmarkTrainEpoch600(b *testing.B) {
 }
 
 // BenchmarkTrainEpoch60k is a full pass over the MNIST training set, B=10.
+// Skipped in -short mode.
 func BenchmarkTrainEpoch60k(b *testing.B) {
+	if testing.Short() {
+		b.Skip("long: run without -short")
+	}
 	train, _ := mnist(b)
 	d := Data{X: train.X, Y: train.Y}
 	init, _ := New(MNIST2NN, 1)
@@ -97,9 +101,11 @@ func BenchmarkEvaluate10k(b *testing.B) {
 	_, test := mnist(b)
 	d := Data{X: test.X, Y: test.Y}
 	m, _ := New(MNIST2NN, 1)
+	cpu0 := processCPU()
 	for b.Loop() {
 		if _, err := Evaluate(m, d); err != nil {
 			b.Fatal(err)
 		}
 	}
+	b.ReportMetric(float64(processCPU()-cpu0)/float64(b.N), "cpu-ns/op")
 }
