@@ -251,3 +251,23 @@ func FuzzUnmarshal(f *testing.F) {
 		}
 	})
 }
+
+func TestUnmarshalAs(t *testing.T) {
+	m, _ := New(LogReg, 1)
+	b, _ := Marshal(m)
+	if len(b) != EncodedSize(m.Arch) {
+		t.Fatalf("EncodedSize %d, Marshal wrote %d", EncodedSize(m.Arch), len(b))
+	}
+	if _, err := UnmarshalAs(b, LogReg); err != nil {
+		t.Fatal(err)
+	}
+	if _, err := UnmarshalAs(b, MNIST2NN); !errors.Is(err, ErrEncoding) || !strings.Contains(err.Error(), "architecture logreg, want mnist-2nn") {
+		t.Fatalf("logreg bytes as 2NN: %v", err)
+	}
+	if _, err := UnmarshalAs(append(b, 0), LogReg); !errors.Is(err, ErrEncoding) || !strings.Contains(err.Error(), "a logreg(784-10) model is 31430") {
+		t.Fatalf("oversized: %v", err)
+	}
+	if _, err := UnmarshalAs(b, "nope"); !errors.Is(err, ErrUnknownArch) {
+		t.Fatalf("unknown arch: %v", err)
+	}
+}

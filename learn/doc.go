@@ -30,8 +30,9 @@
 //		learn.TrainConfig{Epochs: 1, Batch: 10, LR: 0.05, Seed: roundSeed})
 //	upd, _ := learn.Marshal(m)                            // → back to the aggregator
 //
-//	// on the aggregator, as each update arrives:
-//	m, err := learn.Unmarshal(upd)
+//	// on the aggregator, as each update arrives (read at most
+//	// learn.EncodedSize(global.Arch) bytes from the peer):
+//	m, err := learn.UnmarshalAs(upd, global.Arch.Name)
 //	u := learn.Update{From: peerID, Params: m.Params, Weight: float64(samples)}
 //	if err := learn.CheckUpdate(global.NumParams(), u); err != nil {
 //		// exclude this node (errors.Is ErrShape / ErrNonFinite / ErrWeight); the round goes on

@@ -130,3 +130,28 @@ func Unmarshal(b []byte) (*Model, error) {
 	}
 	return m, nil
 }
+
+// EncodedSize is the exact length of Marshal's output for architecture a:
+// a reader fetching a model of a known architecture can refuse anything
+// longer before reading it.
+func EncodedSize(a Arch) int { return ParamsOffset(a) + 4*a.NumParams() }
+
+// UnmarshalAs is Unmarshal that also requires the model to be of the
+// architecture named arch, as an aggregator does for the updates of a job.
+func UnmarshalAs(b []byte, arch string) (*Model, error) {
+	want, err := LookupArch(arch)
+	if err != nil {
+		return nil, fmt.Errorf("unmarshal model: %w", err)
+	}
+	if len(b) > EncodedSize(want) {
+		return nil, fmt.Errorf("unmarshal model: %w: %d bytes, a %s model is %d", ErrEncoding, len(b), want, EncodedSize(want))
+	}
+	m, err := Unmarshal(b)
+	if err != nil {
+		return nil, err
+	}
+	if m.Arch.Name != want.Name {
+		return nil, fmt.Errorf("unmarshal model: %w: architecture %s, want %s", ErrEncoding, m.Arch.Name, want.Name)
+	}
+	return m, nil
+}
