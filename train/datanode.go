@@ -6,7 +6,6 @@ import (
 	"encoding/json"
 	"errors"
 	"fmt"
-	"os"
 	"path/filepath"
 	"strings"
 	"sync"
@@ -333,4 +332,11 @@ func (l *limitWriter) Write(p []byte) (int, error) {
 	return l.w.Write(p)
 }
 
-var _ = os.Stat
+
+// Busy is the number of training rounds this data node is running.
+func (s *Service) Busy() int {
+	if s.data == nil || s.data.agent == nil {
+		return 0
+	}
+	return s.data.agent.Active()
+}

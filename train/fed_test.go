@@ -30,16 +30,20 @@ var (
 	mnistErr   error
 )
 
+const mnistTrainN = 60000
+
+func loadMNIST() {
+	dir, err := dataset.MNISTDir()
+	if err != nil {
+		mnistErr = err
+		return
+	}
+	mnistTrain, mnistErr = dataset.ReadSet(dir, dataset.TrainPrefix, 0)
+}
+
 func mnistTrainSet(t *testing.T) *dataset.Set {
 	t.Helper()
-	mnistOnce.Do(func() {
-		dir, err := dataset.MNISTDir()
-		if err != nil {
-			mnistErr = err
-			return
-		}
-		mnistTrain, mnistErr = dataset.ReadSet(dir, dataset.TrainPrefix, 0)
-	})
+	mnistOnce.Do(loadMNIST)
 	if mnistErr != nil {
 		t.Fatalf("real MNIST: %v", mnistErr)
 	}
@@ -48,6 +52,7 @@ func mnistTrainSet(t *testing.T) *dataset.Set {
 
 type fedConfig struct {
 	data      int
+	perNode   int // samples per data node's shard (default 1200)
 	lease     time.Duration
 	testLimit int
 }
@@ -57,6 +62,9 @@ type fedConfig struct {
 func startFed(t *testing.T, cfg fedConfig) (mpvu *fedNode, data []*fedNode, client *fedNode) {
 	t.Helper()
 	n := cfg.data + 2
+	t0 := time.Now()
+	go mnistOnce.Do(loadMNIST) // load while the nodes start
+	defer func() { t.Logf("federation of %d nodes ready in %v", n, time.Since(t0)) }()
 	nodes := nodetest.Start(t, n, nodetest.WithoutServices(),
 		nodetest.WithNodeOptions(node.WithRecordValidator(descriptors.RecordNamespace, descriptors.RecordValidator{})))
 	var all []*fedNode
@@ -72,11 +80,18 @@ func startFed(t *testing.T, cfg fedConfig) (mpvu *fedNode, data []*fedNode, clie
 		f.start(cfg)
 		all = append(all, f)
 	}
+	t.Logf("stacks started in %v", time.Since(t0))
 	ctx := context.Background()
 	set := mnistTrainSet(t)
+	t.Logf("mnist loaded in %v", time.Since(t0))
+	per := cfg.perNode
+	if per == 0 {
+		per = 1200
+	}
+	shards := mnistTrainN / per
 	for i := 1; i <= cfg.data; i++ {
 		dir := filepath.Join(all[i].nd.DataDir(), "shard")
-		if err := train.WriteMNISTShard(set, dir, i, cfg.data, false, 1); err != nil {
+		if err := train.WriteMNISTShard(set, dir, i, shards, false, 1); err != nil {
 			t.Fatal(err)
 		}
 		if _, err := all[i].st.Train.AddDataset(ctx, train.ShardName(i, cfg.data, false), dir, ""); err != nil {
@@ -84,6 +99,7 @@ func startFed(t *testing.T, cfg fedConfig) (mpvu *fedNode, data []*fedNode, clie
 		}
 	}
 	client = all[n-1]
+	t.Logf("datasets published in %v", time.Since(t0))
 	// Wait until the client's map holds every dataset and the MPVU.
 	nodetest.Eventually(t, 30*time.Second, "client sees all datasets and the MPVU", func() bool {
 		return client.sees(cfg.data)
@@ -118,10 +134,12 @@ func (f *fedNode) sees(datasets int) bool {
 	return len(d) >= datasets && len(ts) >= 1
 }
 
-// kill crashes the node: its host goes away first, then the services stop.
+// kill crashes the node: its host goes away first (no goodbyes reach
+// anyone), then the services stop, then the store closes.
 func (f *fedNode) kill() {
-	f.nd.Kill()
+	_ = f.nd.Host().Close()
 	_ = f.st.Close()
+	f.nd.Kill()
 }
 
 func (f *fedNode) restart(cfg fedConfig) {
@@ -135,7 +153,7 @@ func baseSpec() *train.JobSpec {
 		Model:    train.ModelSpec{Arch: "mnist-2nn", Seed: 1},
 		Target:   train.TargetSpec{Accuracy: 0.90, MaxRounds: 8},
 		Data:     train.DataSpec{Task: train.DefaultTask, MinDatasets: 1},
-		Settings: train.Settings{Clients: 4, Epochs: 1, Batch: 10, LR: 0.1, MaxSamples: 1200, Seed: 1},
+		Settings: train.Settings{Clients: 4, Epochs: 1, Batch: 10, LR: 0.1, Seed: 1},
 	}
 }
 

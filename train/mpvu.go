@@ -37,16 +37,20 @@ func (s *Service) startMPVU(ctx context.Context) (*mpvuRole, error) {
 		if dir, err = dataset.MNISTDir(); err != nil {
 			return nil, fmt.Errorf("no --testset given and the MNIST test set is not found: %w", err)
 		}
-		set, err = dataset.ReadSet(dir, "t10k", s.cfg.testsetLimit)
+		set, err = dataset.ReadSet(dir, "t10k", 0)
 	} else {
 		// A test-set directory holds t10k-* files, or train-* files.
-		set, err = dataset.ReadSet(dir, "t10k", s.cfg.testsetLimit)
+		set, err = dataset.ReadSet(dir, "t10k", 0)
 		if err != nil {
-			set, err = dataset.ReadSet(dir, dataset.TrainPrefix, s.cfg.testsetLimit)
+			set, err = dataset.ReadSet(dir, dataset.TrainPrefix, 0)
 		}
 	}
 	if err != nil {
 		return nil, fmt.Errorf("read test set %s: %w", dir, err)
+	}
+	if n := s.cfg.testsetLimit; n > 0 && n < set.Len() {
+		d := set.Rows * set.Cols
+		set.X, set.Y = set.X[:n*d], set.Y[:n]
 	}
 	dist := map[string]int64{}
 	for _, y := range set.Y {

@@ -1,0 +1,163 @@
+package train_test
+
+import (
+	"context"
+	"encoding/binary"
+	"errors"
+	"fmt"
+	"math"
+	"strings"
+	"testing"
+	"time"
+
+	"github.com/ipfs/go-cid"
+	"github.com/libp2p/go-libp2p/core/peer"
+
+	"github.com/daitn/daitn/learn"
+	"github.com/daitn/daitn/taskpool"
+	"github.com/daitn/daitn/train"
+	"github.com/daitn/daitn/transfer"
+)
+
+// hostile replaces a data node's honest training with a handler that
+// answers every round with a poisoned update: the same hand-written peer an
+// attacker would run, speaking the real protocol.
+func hostile(t *testing.T, f *fedNode, poison func(*learn.Model) []byte) {
+	t.Helper()
+	// Stop the honest agent by closing the train service only; descriptors,
+	// transfer and taskpool keep running, and the dataset stays published.
+	_ = f.st.Train.Close()
+	_, err := f.st.Pool.RunAgent(taskpool.AgentConfig{
+		Pool: train.Pool, Kinds: []string{train.KindRound},
+		Handler: func(ctx context.Context, task taskpool.Task) ([]byte, error) {
+			rt, err := train.UnmarshalRoundTask(task.Input)
+			if err != nil {
+				return nil, err
+			}
+			root, _ := cid.Decode(rt.Model)
+			poster, _ := peer.Decode(task.Poster)
+			if _, err := f.st.Xfer.Fetch(ctx, root, transfer.FetchOptions{Providers: []peer.ID{poster}}); err != nil {
+				return nil, err
+			}
+			m, _ := learn.New(rt.Arch, 7)
+			up, err := f.st.Xfer.AddBytes(ctx, poison(m))
+			if err != nil {
+				return nil, err
+			}
+			return train.MarshalRoundResult(&train.RoundResult{Update: up.String(), Samples: 100000, Loss: 0.01})
+		},
+	})
+	if err != nil {
+		t.Fatal(err)
+	}
+}
+
+func nanUpdate(m *learn.Model) []byte {
+	b, _ := learn.Marshal(m)
+	off := learn.ParamsOffset(m.Arch) + 4*1000
+	binary.LittleEndian.PutUint32(b[off:], math.Float32bits(float32(math.NaN())))
+	return b
+}
+
+func wrongDims(_ *learn.Model) []byte {
+	m, _ := learn.New(learn.LogReg, 1)
+	b, _ := learn.Marshal(m)
+	return b
+}
+
+// TestFederationFaults runs one job through a NaN update, an update of the
+// wrong shape, a data node that dies holding its lease, and a client that is
+// killed and restarted: the bad updates are rejected and their senders
+// excluded, the rounds go on without the dead node, and the restarted
+// client resumes from its checkpoint and finishes.
+func TestFederationFaults(t *testing.T) {
+	cfg := fedConfig{data: 5, lease: 2 * time.Second, testLimit: 3000}
+	_, data, client := startFed(t, cfg)
+	hostile(t, data[0], nanUpdate)
+	hostile(t, data[1], wrongDims)
+	victim := data[2]
+
+	ctx, cancel := context.WithTimeout(context.Background(), 4*time.Minute)
+	defer cancel()
+	spec := baseSpec()
+	spec.Target.Accuracy = 0.88
+	spec.Settings.Clients = 5
+	job, err := client.st.Train.Submit(ctx, spec)
+	if err != nil {
+		t.Fatal(err)
+	}
+	// Kill the victim while it holds a lease on round 1.
+	nodetestEventually(t, 60*time.Second, "victim holds a round", func() bool {
+		return victim.st.Train.Busy() > 0
+	})
+	victim.kill()
+	t.Logf("killed data node %s mid-round", victim.nd.ID())
+
+	nodetestEventually(t, 90*time.Second, "round 1 checkpointed", func() bool {
+		j, err := client.st.Train.Job(job.ID)
+		return err == nil && j.Round >= 1
+	})
+	j, _ := client.st.Train.Job(job.ID)
+	r1 := j.History[0]
+	t.Logf("round 1: nodes %d failed %v rejected %v accuracy %.4f", len(r1.Nodes), r1.Failed, r1.Rejected, r1.Accuracy)
+	if _, ok := r1.Failed[victim.nd.ID().String()]; !ok {
+		t.Errorf("round 1 did not record the dead node %s as failed: %v", victim.nd.ID(), r1.Failed)
+	}
+	for _, h := range data[:2] {
+		why, ok := j.Excluded[h.nd.ID().String()]
+		if !ok {
+			t.Errorf("hostile node %s not excluded: %v", h.nd.ID(), j.Excluded)
+		}
+		if _, ok := r1.Rejected[h.nd.ID().String()]; !ok {
+			t.Errorf("round 1 did not reject hostile node %s: %v", h.nd.ID(), r1.Rejected)
+		}
+		t.Logf("excluded %s: %s", h.nd.ID(), why)
+	}
+	if !strings.Contains(j.Excluded[data[0].nd.ID().String()], learn.ErrNonFinite.Error()) &&
+		!strings.Contains(j.Excluded[data[0].nd.ID().String()], "non-finite") {
+		t.Errorf("NaN sender excluded for %q, want a non-finite parameter error", j.Excluded[data[0].nd.ID().String()])
+	}
+	if len(r1.Nodes) != 2 || r1.Accuracy <= 0 {
+		t.Errorf("round 1 averaged %d updates with accuracy %.4f, want the 2 honest ones and a signed accuracy", len(r1.Nodes), r1.Accuracy)
+	}
+
+	// Kill the client and restart it on the same data directory.
+	client.kill()
+	client.nd = client.nd.Restart()
+	client.start(cfg)
+	j, err = client.st.Train.Wait(ctx, job.ID)
+	if err != nil {
+		t.Fatal(err)
+	}
+	for _, r := range j.History {
+		t.Logf("round %d: accuracy %.4f nodes %d failed %d rejected %d", r.Round, r.Accuracy, len(r.Nodes), len(r.Failed), len(r.Rejected))
+	}
+	if j.State != train.StateDone || j.Accuracy < spec.Target.Accuracy || j.Resumed < 1 {
+		t.Fatalf("after restart: state %s (%s), accuracy %.4f, resumed %d; want done above %.2f after a resume",
+			j.State, j.Reason, j.Accuracy, j.Resumed, spec.Target.Accuracy)
+	}
+	for i, r := range j.History {
+		if r.Round != i+1 {
+			t.Fatalf("history round %d at index %d: rounds must be consecutive after a resume", r.Round, i)
+		}
+		for _, n := range r.Nodes {
+			if n == data[0].nd.ID().String() || n == data[1].nd.ID().String() {
+				t.Fatalf("round %d averaged an update of excluded node %s", r.Round, n)
+			}
+		}
+	}
+}
+
+func nodetestEventually(t *testing.T, d time.Duration, what string, cond func() bool) {
+	t.Helper()
+	deadline := time.Now().Add(d)
+	for !cond() {
+		if time.Now().After(deadline) {
+			t.Fatalf("timed out after %v waiting for %s", d, what)
+		}
+		time.Sleep(25 * time.Millisecond)
+	}
+}
+
+var _ = errors.New
+var _ = fmt.Sprint
