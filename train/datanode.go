@@ -332,7 +332,6 @@ func (l *limitWriter) Write(p []byte) (int, error) {
 	return l.w.Write(p)
 }
 
-
 // Busy is the number of training rounds this data node is running.
 func (s *Service) Busy() int {
 	if s.data == nil || s.data.agent == nil {
