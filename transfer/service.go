@@ -128,7 +128,8 @@ type Service struct {
 	closed    atomic.Bool
 
 	// gcMu: adds and fetches hold it shared, GC exclusively, so GC never
-	// sweeps blocks whose manifest is not written or pinned yet.
+	// sweeps blocks whose manifest is not written or pinned yet. GC only
+	// ever TryLocks it, so a waiting GC never stalls new adds and fetches.
 	gcMu sync.RWMutex
 
 	mu       sync.Mutex
@@ -136,6 +137,7 @@ type Service struct {
 	private  map[cid.Cid][]cid.Cid        // block -> private roots containing it
 	streams  map[network.Stream]struct{}
 	badPeers map[peer.ID]int
+	complete map[cid.Cid]int64 // root -> store removal count when found complete
 
 	provideCh chan cid.Cid
 
@@ -177,7 +179,7 @@ func New(ctx context.Context, h host.Host, rt routing.Routing, dir string, opts 
 	s := &Service{
 		h: h, rt: rt, st: st, cfg: cfg, log: cfg.Logger.With("svc", "transfer"),
 		policies: map[cid.Cid]map[peer.ID]bool{}, private: map[cid.Cid][]cid.Cid{},
-		streams: map[network.Stream]struct{}{}, badPeers: map[peer.ID]int{},
+		streams: map[network.Stream]struct{}{}, badPeers: map[peer.ID]int{}, complete: map[cid.Cid]int64{},
 		provideCh: make(chan cid.Cid, 64),
 	}
 	pols, err := st.loadPolicies()
@@ -428,13 +430,30 @@ func (s *Service) walk(root cid.Cid, fn func(c cid.Cid, present bool)) error {
 func (s *Service) Has(c cid.Cid) bool { return s.st.has(c) }
 
 // Complete reports whether root and every block below it are stored.
+// Positive answers are cached until a block is removed, so a peer asking
+// "have you got it?" again and again costs a map look-up, not a walk.
 func (s *Service) Complete(root cid.Cid) (bool, error) {
+	gen := s.st.removals.Load()
+	s.mu.Lock()
+	g, hit := s.complete[root]
+	s.mu.Unlock()
+	if hit && g == gen {
+		return true, nil
+	}
 	ok := true
 	err := s.walk(root, func(_ cid.Cid, present bool) {
 		if !present {
 			ok = false
 		}
 	})
+	if ok && err == nil {
+		s.mu.Lock()
+		if len(s.complete) > 4096 {
+			clear(s.complete)
+		}
+		s.complete[root] = gen
+		s.mu.Unlock()
+	}
 	return ok && err == nil, err
 }
 
@@ -598,14 +617,23 @@ type GCResult struct {
 	Kept       int   `json:"kept"`
 }
 
-// GC removes every block not reachable from a pinned root. It waits for
-// adds and fetches in progress to finish first.
+// GC removes every block not reachable from a pinned root. It runs when no
+// add or fetch is in progress, waiting (until ctx ends) for a moment when
+// none is, without holding new ones up.
 func (s *Service) GC(ctx context.Context) (GCResult, error) {
 	if err := s.enter(); err != nil {
 		return GCResult{}, err
 	}
 	defer s.wg.Done()
-	s.gcMu.Lock()
+	for !s.gcMu.TryLock() {
+		select {
+		case <-ctx.Done():
+			return GCResult{}, fmt.Errorf("gc: adds or fetches still in progress: %w", ctx.Err())
+		case <-s.ctx.Done():
+			return GCResult{}, ErrClosed
+		case <-time.After(50 * time.Millisecond):
+		}
+	}
 	defer s.gcMu.Unlock()
 	pins, err := s.st.pins()
 	if err != nil {

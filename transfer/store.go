@@ -10,6 +10,7 @@ import (
 	"path/filepath"
 	"strings"
 	"sync"
+	"sync/atomic"
 
 	"github.com/ipfs/go-cid"
 	"github.com/libp2p/go-libp2p/core/peer"
@@ -27,6 +28,10 @@ type blockStore struct {
 
 	mu    sync.Mutex
 	dirty map[string]struct{} // block subdirectories with unsynced renames
+
+	// removals counts deleted blocks, so answers cached about
+	// completeness know when they may have gone stale.
+	removals atomic.Int64
 }
 
 func openBlockStore(dir string, doSync bool) (*blockStore, error) {
@@ -135,6 +140,7 @@ func (s *blockStore) get(c cid.Cid, buf []byte, limit int) ([]byte, error) {
 	}
 	n := fi.Size()
 	if n > int64(limit) {
+		s.removals.Add(1)
 		_ = os.Remove(s.path(c))
 		return nil, fmt.Errorf("block %s is %d bytes, limit %d: %w", c, n, limit, ErrCorrupt)
 	}
@@ -146,6 +152,7 @@ func (s *blockStore) get(c cid.Cid, buf []byte, limit int) ([]byte, error) {
 		return nil, fmt.Errorf("read block %s: %w", c, err)
 	}
 	if err := wire.Verify(c, buf); err != nil {
+		s.removals.Add(1)
 		_ = os.Remove(s.path(c))
 		return nil, fmt.Errorf("%w: %v", ErrCorrupt, err)
 	}
@@ -153,6 +160,7 @@ func (s *blockStore) get(c cid.Cid, buf []byte, limit int) ([]byte, error) {
 }
 
 func (s *blockStore) remove(c cid.Cid) error {
+	s.removals.Add(1)
 	if err := os.Remove(s.path(c)); err != nil && !errors.Is(err, fs.ErrNotExist) {
 		return fmt.Errorf("remove block %s: %w", c, err)
 	}

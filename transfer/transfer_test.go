@@ -562,3 +562,39 @@ func TestManifestTooLargeRefused(t *testing.T) {
 		t.Fatalf("%d blocks stored for a refused root", st.Blocks)
 	}
 }
+
+func TestGCWaitsForFetchWithoutBlockingAdds(t *testing.T) {
+	net := p2ptest.New(t, 1)
+	s := newSvc(t, net.Peers[0], "")
+	// A fetch of a root nobody has holds the store busy.
+	missing := wire.Sum(wire.CodecManifest, []byte("nobody has this"))
+	fctx, cancel := context.WithCancel(context.Background())
+	fetchDone := make(chan struct{})
+	go func() {
+		defer close(fetchDone)
+		_, _ = s.Fetch(fctx, missing, FetchOptions{})
+	}()
+	p2ptest.Eventually(t, 5*time.Second, "the fetch to hold the store", func() bool {
+		if s.gcMu.TryLock() {
+			s.gcMu.Unlock()
+			return false
+		}
+		return true
+	})
+	gctx, gcancel := context.WithTimeout(context.Background(), 300*time.Millisecond)
+	defer gcancel()
+	gcErr := make(chan error, 1)
+	go func() { _, err := s.GC(gctx); gcErr <- err }()
+	// While GC waits, adds still go through.
+	if _, err := s.AddBytes(ctxT(t, 5*time.Second), []byte("still works")); err != nil {
+		t.Fatal(err)
+	}
+	if err := <-gcErr; !errors.Is(err, context.DeadlineExceeded) {
+		t.Fatalf("GC during a fetch: %v, want it to wait and then give up", err)
+	}
+	cancel()
+	<-fetchDone
+	if _, err := s.GC(ctxT(t, 5*time.Second)); err != nil {
+		t.Fatalf("GC after the fetch ended: %v", err)
+	}
+}
