@@ -6,6 +6,7 @@ import (
 	"io"
 	"sync"
 	"testing"
+	"time"
 
 	"github.com/ipfs/go-cid"
 	"github.com/libp2p/go-libp2p/core/host"
@@ -93,6 +94,12 @@ func (h *hostile) handle(str network.Stream) {
 				_ = bw.Flush()
 				_, _ = io.Copy(io.Discard, br)
 				return
+			case h.mode == "slow" && isChunk:
+				// An honest but slow holder: 30ms per chunk.
+				_ = bw.Flush()
+				time.Sleep(30 * time.Millisecond)
+				_ = wire.WriteResponse(bw, &wire.Response{Kind: wire.KindBlock, CID: c, Len: len(b)}, b)
+				_ = bw.Flush()
 			default:
 				_ = wire.WriteResponse(bw, &wire.Response{Kind: wire.KindBlock, CID: c, Len: len(b)}, b)
 			}

@@ -598,3 +598,34 @@ func TestGCWaitsForFetchWithoutBlockingAdds(t *testing.T) {
 		t.Fatalf("GC after the fetch ended: %v", err)
 	}
 }
+
+func TestSlowHolderGetsLessWork(t *testing.T) {
+	n := bigSize(t, 16<<20)
+	net := p2ptest.New(t, 3)
+	fast := newSvc(t, net.Peers[0], "")
+	data := randBytes(30, n)
+	root, err := fast.AddBytes(context.Background(), data)
+	if err != nil {
+		t.Fatal(err)
+	}
+	slow := &hostile{mode: "slow", blocks: blocksOf(t, fast, root)}
+	slow.install(net.Peers[1].Host)
+	client := newSvc(t, net.Peers[2], "", WithWindow(2<<20))
+	p2ptest.Connect(t, net.Peers[2].Host, net.Peers[1].Host)
+	res, err := client.Fetch(ctxT(t, 60*time.Second), root, FetchOptions{
+		Providers: []peer.ID{net.Peers[1].Host.ID(), net.Peers[0].Host.ID()}})
+	if err != nil {
+		t.Fatal(err)
+	}
+	if got := exportBytes(t, client, root); !bytes.Equal(got, data) {
+		t.Fatal("fetched bytes differ")
+	}
+	fs, ss := res.Peers[net.Peers[0].Host.ID().String()], res.Peers[net.Peers[1].Host.ID().String()]
+	if fs == nil || ss == nil {
+		t.Fatalf("both holders should have been used: %+v", res.Peers)
+	}
+	t.Logf("fast holder served %d blocks, slow holder %d (duplicates in end game: %d)", fs.Blocks, ss.Blocks, res.Duplicates)
+	if ss.Blocks >= fs.Blocks {
+		t.Fatalf("slow holder served %d blocks, fast %d: the slow one should get less work", ss.Blocks, fs.Blocks)
+	}
+}
