@@ -99,7 +99,7 @@ type Service struct {
 	subs      map[int]chan Event
 	nextSub   int
 
-	vmu    sync.Mutex
+	vmu     sync.Mutex
 	senders map[peer.ID]*senderState
 
 	sent, sentBytes, recv, recvBytes, rejected, ignored, dropped atomic.Uint64
