@@ -13,6 +13,7 @@ import (
 	"github.com/ipfs/go-cid"
 	"github.com/libp2p/go-libp2p/core/peer"
 	"github.com/libp2p/go-libp2p/core/routing"
+	"github.com/prometheus/client_golang/prometheus"
 
 	"github.com/daitn/daitn/oam"
 	"github.com/daitn/daitn/transfer"
@@ -33,7 +34,27 @@ func (n *Node) startTransfer(ctx context.Context) error {
 	if n.API() != nil {
 		registerTransferAPI(n, svc)
 	}
+	if reg := n.Registry(); reg != nil {
+		registerTransferMetrics(reg, svc)
+	}
 	return nil
+}
+
+func registerTransferMetrics(reg *prometheus.Registry, svc *transfer.Service) {
+	counter := func(name, help string, get func(transfer.Stats) int64) prometheus.Collector {
+		return prometheus.NewCounterFunc(prometheus.CounterOpts{Name: "daitn_transfer_" + name, Help: help},
+			func() float64 { return float64(get(svc.Counters())) })
+	}
+	for _, c := range []prometheus.Collector{
+		counter("served_blocks_total", "Blocks served to peers.", func(s transfer.Stats) int64 { return s.ServedBlocks }),
+		counter("served_bytes_total", "Bytes of blocks served to peers.", func(s transfer.Stats) int64 { return s.ServedBytes }),
+		counter("fetched_blocks_total", "Verified blocks received from peers.", func(s transfer.Stats) int64 { return s.FetchedBlocks }),
+		counter("fetched_bytes_total", "Bytes of verified blocks received from peers.", func(s transfer.Stats) int64 { return s.FetchedBytes }),
+		counter("bad_blocks_total", "Blocks from peers that failed verification or broke the protocol.", func(s transfer.Stats) int64 { return s.BadBlocks }),
+		counter("refused_total", "Requests refused by access policy.", func(s transfer.Stats) int64 { return s.Refused }),
+	} {
+		_ = reg.Register(c) // a second node in one process re-registers: ignore
+	}
 }
 
 // Transfer is the node's transfer service (nil before start).
