@@ -29,7 +29,7 @@ func testOpts(extra ...Option) []Option {
 		WithLogger(quiet),
 		WithTick(5 * time.Millisecond),
 		WithRetryInterval(50 * time.Millisecond),
-		WithCallTimeout(2 * time.Second),
+		WithCallTimeout(5 * time.Second),
 		WithDefaults(2*time.Second, 50*time.Millisecond, time.Minute),
 	}, extra...)
 }

@@ -389,6 +389,13 @@ func (s *Service) offerLoop(p *posted, only string) error {
 
 		agent, _ := peer.Decode(cand.Bid.Bidder)
 		err := s.sendOffer(agent, &a)
+		if errors.Is(err, errAmbiguous) {
+			// The agent may have acked and started: treat it as assigned
+			// and let the lease decide. If it is not working on the task
+			// it will not renew, and the task comes back.
+			s.log.Debug("offer outcome unknown, assigned under lease", "task", p.Task.ID, "agent", agent, "err", err)
+			err = nil
+		}
 
 		s.mu.Lock()
 		// A fast agent's result can beat its ack here; the result, signed
@@ -498,7 +505,10 @@ func (s *Service) sendOffer(agent peer.ID, a *Assignment) error {
 	}
 	resp, err := s.call(s.ctx, agent, &wireMsg{Op: opOffer, Env: env})
 	if err != nil {
-		return err
+		if errors.Is(err, errUnreached) {
+			return err
+		}
+		return fmt.Errorf("%w: %w", errAmbiguous, err)
 	}
 	if resp.Code != codeAck {
 		return fmt.Errorf("%s: %s", resp.Code, resp.Detail)
@@ -740,6 +750,12 @@ func (s *Service) posterTick(now time.Time) {
 				s.repostLocked(p, "lease expired")
 			}
 		case StateOpen:
+			// Nobody bid: agents that joined after the posting never saw it,
+			// so announce it again (a new Repost, which validators accept).
+			if len(p.Bids) == 0 && !p.offering && ms-p.PostedAt > s.cfg.republish.Milliseconds() {
+				s.repostLocked(p, "re-announced")
+				continue
+			}
 			if p.Task.Policy == Best && !p.offering && p.DecideAt != 0 && ms >= p.DecideAt && len(p.Bids) > 0 {
 				s.startOfferLocked(p, "")
 			}

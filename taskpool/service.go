@@ -49,6 +49,7 @@ type config struct {
 	routing      routing.PeerRouting
 	maxSeen      int
 	restartGrace time.Duration
+	republish    time.Duration
 }
 
 // Option configures New.
@@ -159,6 +160,18 @@ func WithRestartGrace(d time.Duration) Option {
 	return func(c *config) error { c.restartGrace = d; return nil }
 }
 
+// WithRepublish sets how long an open task without bids waits before the
+// poster announces it again (default 5s).
+func WithRepublish(d time.Duration) Option {
+	return func(c *config) error {
+		if d < 10*time.Millisecond {
+			return fmt.Errorf("republish: %v, want >= 10ms", d)
+		}
+		c.republish = d
+		return nil
+	}
+}
+
 // Service is one node's task pool machinery: the poster side (post,
 // collect bids, assign, fence, keep results) and the agent side (postings
 // feed, bids, held assignments, lease renewal, result outbox).
@@ -224,7 +237,7 @@ type seenEntry struct {
 // New starts the task pool service on h. The store holds its state under
 // /taskpool/. Defaults: posting rate 20/s burst 400 per peer, results up to
 // 1 MiB, retry every 1s, tick 20ms, DefaultWeights, call timeout 5s, lease
-// 30s, bid window 500ms, deadline 10m.
+// 30s, bid window 500ms, deadline 10m, republish 5s.
 func New(ctx context.Context, h host.Host, ps *pubsub.PubSub, store ds.Batching, opts ...Option) (*Service, error) {
 	if h == nil || ps == nil || store == nil {
 		return nil, errors.New("taskpool: host, pubsub and store are required")
@@ -242,6 +255,7 @@ func New(ctx context.Context, h host.Host, ps *pubsub.PubSub, store ds.Batching,
 		bidWindow:   500 * time.Millisecond,
 		deadline:    10 * time.Minute,
 		maxSeen:     100000,
+		republish:   5 * time.Second,
 	}
 	for _, o := range opts {
 		if o == nil {

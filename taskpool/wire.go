@@ -54,6 +54,13 @@ type wireMsg struct {
 	Until  int64  `cbor:"8,keyasint,omitempty"`
 }
 
+// errUnreached: the request never left (no stream); errAmbiguous: it may
+// have been processed but we have no answer.
+var (
+	errUnreached = errors.New("peer not reached")
+	errAmbiguous = errors.New("no answer")
+)
+
 // errFrameTooBig is returned when a peer announces a frame over the limit.
 var errFrameTooBig = errors.New("frame too big")
 
@@ -109,7 +116,7 @@ func (s *Service) call(ctx context.Context, p peer.ID, req *wireMsg) (*wireMsg, 
 	defer cancel()
 	st, err := s.h.NewStream(network.WithAllowLimitedConn(ctx, serviceName), p, ProtocolID)
 	if err != nil {
-		return nil, fmt.Errorf("%s to %s: open stream: %w", req.Op, p, err)
+		return nil, fmt.Errorf("%s to %s: open stream: %w: %w", req.Op, p, errUnreached, err)
 	}
 	if err := st.Scope().SetService(serviceName); err != nil {
 		st.Reset()
