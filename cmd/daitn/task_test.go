@@ -1,0 +1,128 @@
+package main
+
+import (
+	"bytes"
+	"encoding/json"
+	"os"
+	"os/exec"
+	"path/filepath"
+	"strings"
+	"testing"
+	"time"
+
+	"github.com/daitn/daitn/node"
+	"github.com/daitn/daitn/taskpool"
+)
+
+// TestTaskPostAgentRunExec is the task pool end to end through the real
+// binary: node A posts, node B runs `daitn agent run --exec` with a real
+// shell command, A watches and fetches the result; a crashing command
+// makes a failed task.
+func TestTaskPostAgentRunExec(t *testing.T) {
+	a, b := t.TempDir(), t.TempDir()
+	upNode(t, a)
+	upNode(t, b)
+	out, _, code := run(t, "id", "--data", a, "--json")
+	if code != 0 {
+		t.Fatal("id failed")
+	}
+	var idA node.IDInfo
+	if err := json.Unmarshal([]byte(out), &idA); err != nil {
+		t.Fatal(err)
+	}
+	var tcp string
+	for _, addr := range idA.Addrs {
+		if strings.Contains(addr, "/tcp/") {
+			tcp = addr
+		}
+	}
+	if _, errOut, code := run(t, "connect", "--data", b, tcp); code != 0 {
+		t.Fatalf("connect: %s", errOut)
+	}
+	startAgent := func(args ...string) *bytes.Buffer {
+		cmd := exec.Command(daitnBin, append([]string{"agent", "run", "--data", b, "--pool", "demo"}, args...)...)
+		var logs bytes.Buffer
+		cmd.Stdout, cmd.Stderr = &logs, &logs
+		if err := cmd.Start(); err != nil {
+			t.Fatal(err)
+		}
+		t.Cleanup(func() { _ = cmd.Process.Kill(); _, _ = cmd.Process.Wait() })
+		return &logs
+	}
+	upperLog := startAgent("--skill", "upper", "--exec", "tr a-z A-Z")
+	startAgent("--skill", "crash", "--exec", "echo broken >&2; exit 3")
+	startAgent("--skill", "file", "--exec", "wc -c < {input}")
+
+	input := filepath.Join(t.TempDir(), "in.txt")
+	if err := os.WriteFile(input, []byte("hello task pool\n"), 0o600); err != nil {
+		t.Fatal(err)
+	}
+	post := func(skill string) string {
+		out, errOut, code := run(t, "task", "post", "--data", a, "--pool", "demo", "--kind", "text",
+			"--skill", skill, "--input", input, "--deadline", "60s", "--tier", "gold", "--policy", "first")
+		if code != 0 {
+			t.Fatalf("task post: %s", errOut)
+		}
+		return strings.TrimSpace(out)
+	}
+	idUpper, idCrash, idFile := post("upper"), post("crash"), post("file")
+
+	// watch follows the task until it ends.
+	out, errOut, code := run(t, "task", "watch", "--data", a, idUpper)
+	if code != 0 || !strings.Contains(out, "done") {
+		t.Fatalf("watch: code %d out %q err %q\nagent log:\n%s", code, out, errOut, upperLog)
+	}
+	res := filepath.Join(t.TempDir(), "out.txt")
+	if _, errOut, code := run(t, "task", "result", "--data", a, idUpper, "-o", res); code != 0 {
+		t.Fatalf("result: %s", errOut)
+	}
+	if got, _ := os.ReadFile(res); string(got) != "HELLO TASK POOL\n" {
+		t.Fatalf("result file %q", got)
+	}
+	waitState := func(id string, want taskpool.State) taskpool.Status {
+		deadline := time.Now().Add(60 * time.Second)
+		for {
+			out, _, _ := run(t, "task", "show", "--data", a, "--json", id)
+			var st taskpool.Status
+			_ = json.Unmarshal([]byte(out), &st)
+			if st.State == want {
+				return st
+			}
+			if time.Now().After(deadline) {
+				t.Fatalf("task %s: state %s, want %s", id, st.State, want)
+			}
+			time.Sleep(100 * time.Millisecond)
+		}
+	}
+	st := waitState(idCrash, taskpool.StateFailed)
+	if !strings.Contains(st.Reason, "exit status 3") || !strings.Contains(st.Reason, "broken") {
+		t.Fatalf("crash reason %q", st.Reason)
+	}
+	if _, errOut, code := run(t, "task", "result", "--data", a, idCrash); code == 0 || !strings.Contains(errOut, "exit status 3") {
+		t.Fatalf("result of crashed task: code %d err %q", code, errOut)
+	}
+	waitState(idFile, taskpool.StateDone)
+	out, _, _ = run(t, "task", "result", "--data", a, idFile)
+	if strings.TrimSpace(out) != "16" {
+		t.Fatalf("file input result %q, want 16", out)
+	}
+	out, _, _ = run(t, "task", "ls", "--data", a)
+	for _, id := range []string{idUpper, idCrash, idFile} {
+		if !strings.Contains(out, id) {
+			t.Fatalf("ls does not list %s:\n%s", id, out)
+		}
+	}
+	// Bad input is named.
+	if _, errOut, code := run(t, "task", "post", "--data", a, "--pool", "demo", "--kind", "k", "--tier", "platinum"); code == 0 || !strings.Contains(errOut, "platinum") {
+		t.Fatalf("bad tier: code %d err %q", code, errOut)
+	}
+	if _, errOut, code := run(t, "task", "approve", "--data", a, idUpper, "not-a-peer"); code == 0 || !strings.Contains(errOut, "not-a-peer") {
+		t.Fatalf("bad approve: code %d err %q", code, errOut)
+	}
+	// Cancel an approve-policy task nobody approves.
+	out, _, _ = run(t, "task", "post", "--data", a, "--pool", "demo", "--kind", "k", "--policy", "approve")
+	idAp := strings.TrimSpace(out)
+	if out, errOut, code := run(t, "task", "cancel", "--data", a, idAp); code != 0 || !strings.Contains(out, "cancelled") {
+		t.Fatalf("cancel: code %d out %q err %q", code, out, errOut)
+	}
+}
