@@ -391,6 +391,18 @@ func (s *Service) validate(_ context.Context, _ peer.ID, msg *pubsub.Message) pu
 		st = &senderState{tokens: floodBurst, refilled: now}
 		s.senders[sb.From] = st
 	}
+	// The bucket comes first: it counts every distinct, correctly signed
+	// beacon of this origin (pubsub already dropped exact duplicates), so a
+	// flood cannot hide behind "stale" by sending ever older issued times.
+	// An honest origin sends at most one per min interval and never drains it.
+	st.tokens = min(floodBurst, st.tokens+float64(now.Sub(st.refilled))/float64(s.cfg.floodGap))
+	st.refilled = now
+	if st.tokens < 1 {
+		s.rejected.Add(1)
+		s.log.Debug("reject beacon", "from", sb.From, "err", "flood: too many beacons arriving")
+		return pubsub.ValidationReject
+	}
+	st.tokens--
 	if sb.Beacon.Issued <= st.lastIssued {
 		s.ignored.Add(1)
 		s.log.Debug("ignore beacon", "from", sb.From, "err", "not newer than the last one", "issued", sb.Beacon.Issued, "last", st.lastIssued)
@@ -401,14 +413,6 @@ func (s *Service) validate(_ context.Context, _ peer.ID, msg *pubsub.Message) pu
 		s.log.Debug("reject beacon", "from", sb.From, "err", "flood: issued too soon after the previous one")
 		return pubsub.ValidationReject
 	}
-	st.tokens = min(floodBurst, st.tokens+float64(now.Sub(st.refilled))/float64(s.cfg.floodGap))
-	st.refilled = now
-	if st.tokens < 1 {
-		s.rejected.Add(1)
-		s.log.Debug("reject beacon", "from", sb.From, "err", "flood: too many beacons arriving")
-		return pubsub.ValidationReject
-	}
-	st.tokens--
 	st.lastIssued = sb.Beacon.Issued
 	msg.ValidatorData = sb
 	return pubsub.ValidationAccept
