@@ -21,6 +21,7 @@ import (
 // A hostile client speaks the protocol wrongly; the server answers with a
 // clear error or refusal, and keeps serving honest peers.
 func TestHostileClients(t *testing.T) {
+	t.Parallel()
 	net := p2ptest.New(t, 3)
 	srv := newSvc(t, net.Peers[0], "")
 	data := randBytes(20, 1<<20)
@@ -131,6 +132,7 @@ func TestHostileClients(t *testing.T) {
 }
 
 func TestCloseIsIdempotentAndStopsServing(t *testing.T) {
+	t.Parallel()
 	net := p2ptest.New(t, 1)
 	s := newSvc(t, net.Peers[0], "")
 	if err := s.Close(); err != nil {
@@ -145,6 +147,7 @@ func TestCloseIsIdempotentAndStopsServing(t *testing.T) {
 }
 
 func TestOptionsRejectBadValues(t *testing.T) {
+	t.Parallel()
 	net := p2ptest.New(t, 1)
 	for _, tc := range []struct {
 		name string

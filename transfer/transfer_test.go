@@ -77,6 +77,7 @@ func ctxT(t testing.TB, d time.Duration) context.Context {
 }
 
 func TestRoundTrip64MiB(t *testing.T) {
+	t.Parallel()
 	n := bigSize(t, 64<<20)
 	net := p2ptest.New(t, 2)
 	a, b := newSvc(t, net.Peers[0], ""), newSvc(t, net.Peers[1], "")
@@ -108,6 +109,7 @@ var _ peer.ID
 var _ = wire.Protocol
 
 func TestFromFourHolders(t *testing.T) {
+	t.Parallel()
 	n := bigSize(t, 64<<20)
 	net := p2ptest.New(t, 5)
 	data := randBytes(2, n)
@@ -148,6 +150,7 @@ func TestFromFourHolders(t *testing.T) {
 }
 
 func TestCorruptHolderIsDetected(t *testing.T) {
+	t.Parallel()
 	n := bigSize(t, 16<<20)
 	net := p2ptest.New(t, 3)
 	data := randBytes(3, n)
@@ -182,6 +185,7 @@ func TestCorruptHolderIsDetected(t *testing.T) {
 }
 
 func TestHostileHolders(t *testing.T) {
+	t.Parallel()
 	data := randBytes(4, 3<<20)
 	for _, tc := range []struct {
 		mode      string
@@ -194,6 +198,7 @@ func TestHostileHolders(t *testing.T) {
 		{"giantframe", true},
 	} {
 		t.Run(tc.mode, func(t *testing.T) {
+			t.Parallel()
 			net := p2ptest.New(t, 3)
 			honest := newSvc(t, net.Peers[0], "")
 			root, err := honest.AddBytes(context.Background(), data)
@@ -239,6 +244,7 @@ func TestHostileHolders(t *testing.T) {
 }
 
 func TestKillHolderHalfWayAndRestart(t *testing.T) {
+	t.Parallel()
 	n := bigSize(t, 64<<20)
 	net := p2ptest.New(t, 2)
 	holderDir := t.TempDir()
@@ -303,6 +309,7 @@ func TestKillHolderHalfWayAndRestart(t *testing.T) {
 }
 
 func TestResumeAfterFetcherRestart(t *testing.T) {
+	t.Parallel()
 	n := bigSize(t, 32<<20)
 	net := p2ptest.New(t, 2)
 	holder := newSvc(t, net.Peers[0], "")
@@ -339,6 +346,7 @@ func TestResumeAfterFetcherRestart(t *testing.T) {
 }
 
 func TestSmallEditTransfersLittle(t *testing.T) {
+	t.Parallel()
 	n := bigSize(t, 32<<20)
 	net := p2ptest.New(t, 2)
 	a, b := newSvc(t, net.Peers[0], ""), newSvc(t, net.Peers[1], "")
@@ -384,6 +392,7 @@ func TestSmallEditTransfersLittle(t *testing.T) {
 }
 
 func TestPrivateRootRefused(t *testing.T) {
+	t.Parallel()
 	net := p2ptest.New(t, 3)
 	owner, friend, stranger := newSvc(t, net.Peers[0], ""), newSvc(t, net.Peers[1], ""), newSvc(t, net.Peers[2], "", WithNoProviderTimeout(3*time.Second))
 	data := randBytes(9, 2<<20)
@@ -435,6 +444,7 @@ func TestPrivateRootRefused(t *testing.T) {
 }
 
 func TestDirectoryRoundTrip(t *testing.T) {
+	t.Parallel()
 	net := p2ptest.New(t, 2)
 	a, b := newSvc(t, net.Peers[0], ""), newSvc(t, net.Peers[1], "")
 	src := t.TempDir()
@@ -479,6 +489,7 @@ func TestDirectoryRoundTrip(t *testing.T) {
 }
 
 func TestGC(t *testing.T) {
+	t.Parallel()
 	net := p2ptest.New(t, 1)
 	s := newSvc(t, net.Peers[0], "")
 	ctx := context.Background()
@@ -512,6 +523,7 @@ func TestGC(t *testing.T) {
 }
 
 func TestCorruptBlockOnDiskIsNotServed(t *testing.T) {
+	t.Parallel()
 	net := p2ptest.New(t, 3)
 	a := newSvc(t, net.Peers[0], "")
 	data := randBytes(14, 2<<20)
@@ -537,6 +549,7 @@ func TestCorruptBlockOnDiskIsNotServed(t *testing.T) {
 }
 
 func TestManifestTooLargeRefused(t *testing.T) {
+	t.Parallel()
 	net := p2ptest.New(t, 2)
 	// A manifest listing 2000 chunks of 1 MiB that do not exist: the
 	// fetcher must refuse before writing anything.
@@ -564,6 +577,7 @@ func TestManifestTooLargeRefused(t *testing.T) {
 }
 
 func TestGCWaitsForFetchWithoutBlockingAdds(t *testing.T) {
+	t.Parallel()
 	net := p2ptest.New(t, 1)
 	s := newSvc(t, net.Peers[0], "")
 	// A fetch of a root nobody has holds the store busy.
@@ -600,6 +614,7 @@ func TestGCWaitsForFetchWithoutBlockingAdds(t *testing.T) {
 }
 
 func TestSlowHolderGetsLessWork(t *testing.T) {
+	t.Parallel()
 	n := bigSize(t, 16<<20)
 	net := p2ptest.New(t, 3)
 	fast := newSvc(t, net.Peers[0], "")
