@@ -276,3 +276,45 @@ func FuzzDecodeManifest(f *testing.F) {
 		}
 	})
 }
+
+// FuzzReadStream feeds arbitrary bytes to the framed readers a peer's
+// stream goes through: every message that comes out is valid, and a block
+// header never promises more than MaxBlockSize.
+func FuzzReadStream(f *testing.F) {
+	var buf bytes.Buffer
+	root := Sum(CodecManifest, []byte("root"))
+	_ = WriteRequest(&buf, &Request{Kind: KindHave, Root: root})
+	_ = WriteRequest(&buf, &Request{Kind: KindWant, Root: root, CIDs: []cid.Cid{rawCID("a")}})
+	f.Add(buf.Bytes(), false)
+	buf.Reset()
+	_ = WriteResponse(&buf, &Response{Kind: KindBlock, CID: rawCID("a"), Len: 1}, []byte("a"))
+	_ = WriteResponse(&buf, &Response{Kind: KindNotFound, CID: rawCID("b")}, nil)
+	f.Add(buf.Bytes(), true)
+	f.Fuzz(func(t *testing.T, b []byte, responses bool) {
+		br := bufio.NewReader(bytes.NewReader(b))
+		for i := 0; i < 100; i++ {
+			if responses {
+				r, err := ReadResponse(br, nil)
+				if err != nil {
+					return
+				}
+				if err := r.Validate(); err != nil {
+					t.Fatalf("ReadResponse returned an invalid response: %v", err)
+				}
+				if r.Kind == KindBlock {
+					if _, err := br.Discard(r.Len); err != nil {
+						return
+					}
+				}
+				continue
+			}
+			r, err := ReadRequest(br)
+			if err != nil {
+				return
+			}
+			if err := r.Validate(); err != nil {
+				t.Fatalf("ReadRequest returned an invalid request: %v", err)
+			}
+		}
+	})
+}
