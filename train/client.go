@@ -65,29 +65,30 @@ type Job struct {
 
 // RoundRecord is what one round did.
 type RoundRecord struct {
-	Round       int               `json:"round"`
-	Accuracy    float64           `json:"accuracy"` // from the MPVU's signed report; -1 if none
-	Loss        float64           `json:"loss"`
-	TrainLoss   float64           `json:"train_loss"`
-	Nodes       []string          `json:"nodes"`              // peers whose updates were averaged
-	Failed      map[string]string `json:"failed,omitempty"`   // peer -> why its part was lost
-	Rejected    map[string]string `json:"rejected,omitempty"` // peer -> why its update was refused
-	Samples     int               `json:"samples"`
-	Model       string            `json:"model"`
-	BytesDown   int64             `json:"bytes_down"`   // global model to data nodes
-	BytesUp     int64             `json:"bytes_up"`     // updates back
-	BytesEval   int64             `json:"bytes_eval"`   // model to the MPVU
-	FullBytes   int64             `json:"full_bytes"`   // the full model both ways per participant
-	ModelBytes  int64             `json:"model_bytes"`  // size of one model
-	WallMs      int64             `json:"wall_ms"`      // whole round
-	TrainMs     int64             `json:"train_ms"`     // slowest data node's local training
-	FetchMs     int64             `json:"fetch_ms"`     // slowest data node's model fetch
-	CollectMs   int64             `json:"collect_ms"`   // fetching and checking updates
-	AggregateMs int64             `json:"aggregate_ms"` // FedAvg
-	EvalMs      int64             `json:"eval_ms"`      // MPVU round trip including its fetch
-	Report      []byte            `json:"report,omitempty"`
-	Evaluator   string            `json:"evaluator,omitempty"`
-	Time        time.Time         `json:"time"`
+	Round          int               `json:"round"`
+	Accuracy       float64           `json:"accuracy"` // from the MPVU's signed report; -1 if none
+	Loss           float64           `json:"loss"`
+	TrainLoss      float64           `json:"train_loss"`
+	Nodes          []string          `json:"nodes"`              // peers whose updates were averaged
+	Failed         map[string]string `json:"failed,omitempty"`   // peer -> why its part was lost
+	Rejected       map[string]string `json:"rejected,omitempty"` // peer -> why its update was refused
+	Samples        int               `json:"samples"`
+	Model          string            `json:"model"`
+	BytesDown      int64             `json:"bytes_down"`       // global model to data nodes, as they report
+	ServedByClient int64             `json:"served_by_client"` // of which the client served
+	BytesUp        int64             `json:"bytes_up"`         // updates back
+	BytesEval      int64             `json:"bytes_eval"`       // model to the MPVU
+	FullBytes      int64             `json:"full_bytes"`       // the full model both ways per participant
+	ModelBytes     int64             `json:"model_bytes"`      // size of one model
+	WallMs         int64             `json:"wall_ms"`          // whole round
+	TrainMs        int64             `json:"train_ms"`         // slowest data node's local training
+	FetchMs        int64             `json:"fetch_ms"`         // slowest data node's model fetch
+	CollectMs      int64             `json:"collect_ms"`       // fetching and checking updates
+	AggregateMs    int64             `json:"aggregate_ms"`     // FedAvg
+	EvalMs         int64             `json:"eval_ms"`          // MPVU round trip including its fetch
+	Report         []byte            `json:"report,omitempty"`
+	Evaluator      string            `json:"evaluator,omitempty"`
+	Time           time.Time         `json:"time"`
 }
 
 type jobRun struct {
@@ -747,7 +748,7 @@ func (s *Service) runRound(ctx context.Context, run *jobRun) (*RoundRecord, erro
 			setPending()
 		}
 	}
-	rec.BytesDown = s.servedBytes() - served0
+	rec.ServedByClient = s.servedBytes() - served0
 
 	// Collect and check the updates; a bad one excludes its sender.
 	cstart := time.Now()
@@ -757,6 +758,10 @@ func (s *Service) runRound(ctx context.Context, run *jobRun) (*RoundRecord, erro
 	for _, d := range finished {
 		rec.TrainMs = max(rec.TrainMs, d.res.TrainMs)
 		rec.FetchMs = max(rec.FetchMs, d.res.FetchMs)
+		// Data nodes also fetch the model from each other, so the
+		// bytes they received, not what the client served, are the
+		// round's downlink.
+		rec.BytesDown += d.res.FetchedBytes
 		from := d.p.cand.Peer
 		up, _ := cid.Decode(d.res.Update)
 		fr, err := s.xfer.Fetch(ctx, up, fetchOpts(from))

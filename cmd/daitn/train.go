@@ -177,9 +177,9 @@ func trainRoundLine(r *train.RoundRecord) string {
 	for i, n := range r.Nodes {
 		nodes[i] = trainPeer(n)
 	}
-	s := fmt.Sprintf("round %3d  accuracy %s  loss %.4f  nodes %d [%s]  moved %s (full model both ways: %s)  %.1fs (train %.1fs)",
+	s := fmt.Sprintf("round %3d  accuracy %s  loss %.4f  nodes %d [%s]  moved %s (full model both ways %s, +%s to MPVU)  %.1fs (train %.1fs)",
 		r.Round, trainAcc(r.Accuracy), r.Loss, len(r.Nodes), strings.Join(nodes, " "),
-		trainBytes(r.BytesDown+r.BytesUp+r.BytesEval), trainBytes(r.FullBytes),
+		trainBytes(r.BytesDown+r.BytesUp), trainBytes(r.FullBytes), trainBytes(r.BytesEval),
 		float64(r.WallMs)/1000, float64(r.TrainMs)/1000)
 	if len(r.Failed) > 0 {
 		s += fmt.Sprintf("  lost %d", len(r.Failed))
