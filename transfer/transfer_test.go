@@ -13,6 +13,7 @@ import (
 	"time"
 
 	"github.com/ipfs/go-cid"
+	"github.com/libp2p/go-libp2p/core/network"
 	"github.com/libp2p/go-libp2p/core/peer"
 	"github.com/libp2p/go-libp2p/core/routing"
 
@@ -642,5 +643,39 @@ func TestSlowHolderGetsLessWork(t *testing.T) {
 	t.Logf("fast holder served %d blocks, slow holder %d (duplicates in end game: %d)", fs.Blocks, ss.Blocks, res.Duplicates)
 	if ss.Blocks >= fs.Blocks {
 		t.Fatalf("slow holder served %d blocks, fast %d: the slow one should get less work", ss.Blocks, fs.Blocks)
+	}
+}
+
+func TestFindHolderThroughDHT(t *testing.T) {
+	t.Parallel()
+	// Star: everyone is connected to peer 0 only. The holder (1) and the
+	// fetcher (2) are not connected; the fetcher finds the holder through
+	// the provider record the holder put in the DHT.
+	net := p2ptest.New(t, 3, p2ptest.WithDHT())
+	holder := newSvc(t, net.Peers[1], "")
+	fetcher := newSvc(t, net.Peers[2], "")
+	data := randBytes(40, 2<<20)
+	root, err := holder.AddBytes(context.Background(), data)
+	if err != nil {
+		t.Fatal(err)
+	}
+	// The DHT's routing-table refresh may have connected them: cut that
+	// link and forget the holder's addresses, so only the DHT can lead the
+	// fetcher back to it.
+	hid := net.Peers[1].Host.ID()
+	_ = net.Peers[2].Host.Network().ClosePeer(hid)
+	net.Peers[2].Host.Peerstore().ClearAddrs(hid)
+	if net.Peers[2].Host.Network().Connectedness(hid) == network.Connected {
+		t.Fatal("test set-up: fetcher still connected to the holder")
+	}
+	res, err := fetcher.Fetch(ctxT(t, 30*time.Second), root, FetchOptions{})
+	if err != nil {
+		t.Fatal(err)
+	}
+	if got := exportBytes(t, fetcher, root); !bytes.Equal(got, data) {
+		t.Fatal("fetched bytes differ")
+	}
+	if st := res.Peers[net.Peers[1].Host.ID().String()]; st == nil || st.Blocks == 0 {
+		t.Fatalf("holder found through the DHT did not serve: %+v", res.Peers)
 	}
 }
