@@ -383,3 +383,26 @@ func TestEdgesAndViews(t *testing.T) {
 		t.Errorf("document: %d peers %d items %d edges", len(doc.Peers), len(doc.Items), len(doc.Edges))
 	}
 }
+
+func TestParseLabels(t *testing.T) {
+	cases := []struct {
+		in   string
+		want string
+		err  bool
+	}{
+		{"0-9", "0,1,2,3,4,5,6,7,8,9", false},
+		{"0-2, 7", "0,1,2,7", false},
+		{"cat,dog", "cat,dog", false},
+		{"", "", false},
+		{"1,1", "", true},
+		{"5-2", "", true},
+		{"0-1000", "", true},
+		{"a,,b", "", true},
+	}
+	for _, c := range cases {
+		got, err := ParseLabels(c.in)
+		if (err != nil) != c.err || !c.err && strings.Join(got, ",") != c.want {
+			t.Errorf("ParseLabels(%q) = %v, %v; want %q err=%v", c.in, got, err, c.want, c.err)
+		}
+	}
+}

@@ -39,6 +39,9 @@ type Item struct {
 	// two sketches to be compared.
 	Sketch     []uint32 `json:"-"`
 	SketchAlgo string   `json:"sketch_algo,omitempty"`
+	// SketchBits is how many low bits of each minimum are kept (b-bit
+	// MinHash); 0 means all 32.
+	SketchBits int `json:"sketch_bits,omitempty"`
 	// Policy is the data policy mode ("open", "train-in-place", "private").
 	Policy string `json:"policy,omitempty"`
 	// Updated is the newest sample's time; age of information is now-Updated.
@@ -112,10 +115,12 @@ func (it *Item) check() error {
 }
 
 // Jaccard estimates the Jaccard similarity of the sample sets behind two
-// MinHash sketches: the share of positions whose minima agree. It returns
+// MinHash sketches: the share of positions whose minima agree, corrected
+// for chance agreement of b-bit minima (f-c)/(1-c) with c = 2^-b. It returns
 // ok=false when the sketches are missing or not comparable.
 func Jaccard(a, b *Item) (j float64, ok bool) {
-	if a == nil || b == nil || len(a.Sketch) == 0 || len(a.Sketch) != len(b.Sketch) || a.SketchAlgo != b.SketchAlgo {
+	if a == nil || b == nil || len(a.Sketch) == 0 || len(a.Sketch) != len(b.Sketch) ||
+		a.SketchAlgo != b.SketchAlgo || a.SketchBits != b.SketchBits {
 		return 0, false
 	}
 	eq := 0
@@ -124,7 +129,12 @@ func Jaccard(a, b *Item) (j float64, ok bool) {
 			eq++
 		}
 	}
-	return float64(eq) / float64(len(a.Sketch)), true
+	f := float64(eq) / float64(len(a.Sketch))
+	if a.SketchBits > 0 && a.SketchBits < 32 {
+		c := 1 / float64(uint64(1)<<uint(a.SketchBits))
+		f = max(0, min(1, (f-c)/(1-c)))
+	}
+	return f, true
 }
 
 // Intersection estimates how many samples two datasets share: from
