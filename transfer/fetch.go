@@ -878,7 +878,17 @@ func (f *fetch) processManifest(it *item, data []byte) error {
 		if b == nil {
 			var err error
 			if b, err = f.s.st.get(cur.c, nil, wire.MaxBlockSize); err != nil {
-				return err
+				if !errors.Is(err, ErrCorrupt) && !errors.Is(err, ErrNotFound) {
+					return err
+				}
+				// Rotted on disk (and removed) or collected meanwhile:
+				// fetch it like any missing block.
+				f.s.log.Warn("stored manifest unusable; fetching it again", "cid", cur.c, "err", err)
+				f.mu.Lock()
+				f.res.Reused--
+				f.queue = append(f.queue, cur)
+				f.mu.Unlock()
+				continue
 			}
 		}
 		m, err := wire.DecodeManifest(cur.c, b)

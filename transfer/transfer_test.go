@@ -679,3 +679,30 @@ func TestFindHolderThroughDHT(t *testing.T) {
 		t.Fatalf("holder found through the DHT did not serve: %+v", res.Peers)
 	}
 }
+
+func TestRottenLocalManifestIsFetchedAgain(t *testing.T) {
+	t.Parallel()
+	net := p2ptest.New(t, 2)
+	a, b := newSvc(t, net.Peers[0], ""), newSvc(t, net.Peers[1], "")
+	data := randBytes(41, 1<<20)
+	root, _ := a.AddBytes(context.Background(), data)
+	if _, err := b.Fetch(ctxT(t, 20*time.Second), root, FetchOptions{}); err != nil {
+		t.Fatal(err)
+	}
+	// Rot b's copy of the manifest.
+	mb, _ := os.ReadFile(b.st.path(root))
+	mb[len(mb)/2] ^= 0xff
+	if err := os.WriteFile(b.st.path(root), mb, 0o600); err != nil {
+		t.Fatal(err)
+	}
+	res, err := b.Fetch(ctxT(t, 20*time.Second), root, FetchOptions{})
+	if err != nil {
+		t.Fatal(err)
+	}
+	if res.Fetched != 1 || res.Reused != res.Blocks-1 {
+		t.Fatalf("after rot: %+v, want only the manifest fetched again", res)
+	}
+	if got := exportBytes(t, b, root); !bytes.Equal(got, data) {
+		t.Fatal("bytes differ after repair")
+	}
+}
