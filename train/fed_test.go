@@ -1,7 +1,10 @@
 package train_test
 
 import (
+	"bytes"
 	"context"
+	"errors"
+	"strings"
 	"path/filepath"
 	"sync"
 	"testing"
@@ -9,6 +12,7 @@ import (
 
 	"github.com/daitn/daitn/dataset"
 	"github.com/daitn/daitn/descriptors"
+	"github.com/daitn/daitn/learn"
 	"github.com/daitn/daitn/node"
 	"github.com/daitn/daitn/node/nodetest"
 	"github.com/daitn/daitn/taskpool"
@@ -161,13 +165,64 @@ func TestFederationTrainsMNIST(t *testing.T) {
 	_, data, client := startFed(t, fedConfig{data: 4})
 	ctx, cancel := context.WithTimeout(context.Background(), 3*time.Minute)
 	defer cancel()
+	svc := client.st.Train
+
+	// T-FAM rejects what the map cannot meet, with the reason.
+	imp := baseSpec()
+	imp.Data.MinDatasets = 10
+	if _, err := svc.Submit(ctx, imp); !errors.Is(err, train.ErrNotAdmitted) || !strings.Contains(err.Error(), "only 4 of 10 data shards reachable") {
+		t.Fatalf("impossible job: %v, want ErrNotAdmitted naming 4 of 10 shards", err)
+	}
+	imp = baseSpec()
+	imp.Data.Task = "speech-recognition"
+	if _, err := svc.Submit(ctx, imp); !errors.Is(err, train.ErrNotAdmitted) || !strings.Contains(err.Error(), "no MPVU with a test set for task speech-recognition") {
+		t.Fatalf("job without an MPVU: %v", err)
+	}
+
 	spec := baseSpec()
 	spec.Data.MinDatasets = 4
-	job, err := client.st.Train.Submit(ctx, spec)
+	job, err := svc.Submit(ctx, spec)
 	if err != nil {
 		t.Fatal(err)
 	}
-	j, err := client.st.Train.Wait(ctx, job.ID)
+	// Pause takes effect at the round boundary; settings changed while
+	// paused apply from the next round.
+	if err := svc.Pause(job.ID); err != nil {
+		t.Fatal(err)
+	}
+	nodetest.Eventually(t, 90*time.Second, "job paused", func() bool {
+		j, _ := svc.Job(job.ID)
+		return j.State == train.StatePaused
+	})
+	j, _ := svc.Job(job.ID)
+	paused := j.Round // 0, or 1 if round 1 was already in flight
+	time.Sleep(300 * time.Millisecond)
+	if j, _ = svc.Job(job.ID); j.Round != paused || j.State != train.StatePaused {
+		t.Fatalf("paused job moved on: round %d state %s", j.Round, j.State)
+	}
+	three, lr := 3, 0.1
+	if err := svc.Set(job.ID, train.SetRequest{Clients: &three, LR: &lr}); err != nil {
+		t.Fatal(err)
+	}
+	if err := svc.Set(job.ID, train.SetRequest{LR: ptr(-1.0)}); err == nil {
+		t.Fatal("set lr=-1 accepted")
+	}
+	if err := svc.Resume(job.ID); err != nil {
+		t.Fatal(err)
+	}
+	nodetest.Eventually(t, 90*time.Second, "a round after resume", func() bool {
+		j, _ := svc.Job(job.ID)
+		return j.Round > paused
+	})
+	j, _ = svc.Job(job.ID)
+	if n := len(j.History[paused].Nodes); n != 3 || j.Settings.Clients != 3 {
+		t.Fatalf("round %d used %d nodes (settings %+v), want the 3 set while paused", paused+1, n, j.Settings)
+	}
+	four := 4
+	if err := svc.Set(job.ID, train.SetRequest{Clients: &four}); err != nil {
+		t.Fatal(err)
+	}
+	j, err = svc.Wait(ctx, job.ID)
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -190,4 +245,30 @@ func TestFederationTrainsMNIST(t *testing.T) {
 	if len(last.Nodes) != len(data) {
 		t.Fatalf("last round averaged %d updates, want %d", len(last.Nodes), len(data))
 	}
+	var buf bytes.Buffer
+	if err := svc.Model(ctx, j.ID, &buf); err != nil {
+		t.Fatal(err)
+	}
+	if m, err := learn.Unmarshal(buf.Bytes()); err != nil || m.Arch.Name != "mnist-2nn" {
+		t.Fatalf("trained model: %v", err)
+	}
+
+	// Stop ends a job at the next round boundary.
+	spec.Target.Accuracy = 0.999
+	job2, err := svc.Submit(ctx, spec)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if err := svc.Stop(job2.ID); err != nil {
+		t.Fatal(err)
+	}
+	j2, err := svc.Wait(ctx, job2.ID)
+	if err != nil || j2.State != train.StateStopped || j2.Round > 1 {
+		t.Fatalf("stopped job: %v state %s round %d", err, j2.State, j2.Round)
+	}
+	if err := svc.Resume(job2.ID); !errors.Is(err, train.ErrFinished) {
+		t.Fatalf("resume of a stopped job: %v, want ErrFinished", err)
+	}
 }
+
+func ptr[T any](v T) *T { return &v }
