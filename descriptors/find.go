@@ -11,7 +11,9 @@ import (
 	"time"
 
 	"github.com/ipfs/go-cid"
+	dht "github.com/libp2p/go-libp2p-kad-dht"
 	"github.com/libp2p/go-libp2p/core/peer"
+	"github.com/libp2p/go-libp2p/core/routing"
 )
 
 // Query selects descriptors. Empty fields match everything; string matches
@@ -309,7 +311,7 @@ func (s *Service) fetchOwner(ctx context.Context, p peer.ID, q Query, tag string
 		}
 		return out
 	}
-	b, err := s.rt.GetValue(ctx, RecordKey(IndexSlot(p)))
+	b, err := s.getBest(ctx, RecordKey(IndexSlot(p)))
 	if err != nil {
 		s.log.Debug("get index", "owner", p, "err", err)
 		return nil
@@ -332,7 +334,7 @@ func (s *Service) fetchOwner(ctx context.Context, p peer.ID, q Query, tag string
 			out = append(out, c.s)
 			continue
 		}
-		v, err := s.rt.GetValue(ctx, RecordKey(slot))
+		v, err := s.getBest(ctx, RecordKey(slot))
 		if err != nil {
 			s.log.Debug("get descriptor record", "slot", slot, "err", err)
 			continue
@@ -345,4 +347,33 @@ func (s *Service) fetchOwner(ctx context.Context, p peer.ID, q Query, tag string
 		out = append(out, sd)
 	}
 	return out
+}
+
+// searchQuorum is how many peers must answer a value search before it
+// stops. Every record is stored on the K=20 peers closest to its key; asking
+// all of them costs a full Kademlia query per look-up, while a few answers,
+// Select-ed for the newest, are almost always current (and gossip, merged
+// by Find, carries updates faster anyway).
+const searchQuorum = 4
+
+// getBest streams a DHT value search and returns the best value seen when
+// the search completes or ctx ends, whichever is first: under load a
+// Kademlia query can outlast the caller's patience, and a validated value
+// from the peers closest to the key is better than nothing.
+func (s *Service) getBest(ctx context.Context, key string) ([]byte, error) {
+	ch, err := s.rt.SearchValue(ctx, key, dht.Quorum(searchQuorum))
+	if err != nil {
+		return nil, err
+	}
+	var best []byte
+	for v := range ch {
+		best = v
+	}
+	if best == nil {
+		if ctx.Err() != nil {
+			return nil, ctx.Err()
+		}
+		return nil, routing.ErrNotFound
+	}
+	return best, nil
 }

@@ -184,6 +184,9 @@ type Service struct {
 	dropped int
 	pending map[cid.Cid]bool
 	kick    chan struct{}
+	// announced is the last seq per own slot whose DHT record and
+	// capability keys have been put (status for the API and tests).
+	announced map[cid.Cid]uint64
 
 	ctx       context.Context
 	cancel    context.CancelFunc
@@ -249,7 +252,7 @@ func New(ctx context.Context, h host.Host, ps *pubsub.PubSub, rt routing.Routing
 		h: h, ps: ps, rt: rt, store: store, self: self,
 		cache: map[cid.Cid]*entry{}, byVer: map[cid.Cid]cid.Cid{},
 		own: map[cid.Cid]*ownRecord{}, subs: map[chan Event]struct{}{},
-		pending: map[cid.Cid]bool{}, kick: make(chan struct{}, 1),
+		pending: map[cid.Cid]bool{}, kick: make(chan struct{}, 1), announced: map[cid.Cid]uint64{},
 		ctx: sctx, cancel: cancel,
 	}
 	if err := s.load(ctx); err != nil {
@@ -413,7 +416,8 @@ func (s *Service) validateMsg(ctx context.Context, from peer.ID, m *pubsub.Messa
 		s.log.Debug("reject gossiped descriptor", "from", from, "err", err)
 		return pubsub.ValidationReject
 	}
-	if from == s.h.ID() && m.Local {
+	if from == s.h.ID() {
+		// Our own publish (a new version, a republish or a re-announce).
 		m.ValidatorData = sd
 		return pubsub.ValidationAccept
 	}
@@ -603,6 +607,9 @@ func (s *Service) announceLoop() {
 		s.putIndex()
 		for _, sd := range todo {
 			s.putDHT(sd)
+			s.mu.Lock()
+			s.announced[sd.Slot] = sd.Seq
+			s.mu.Unlock()
 		}
 		s.emit(Event{Type: EventAnnounced, Source: SourceDHT, Desc: todo[len(todo)-1]})
 	}
@@ -784,7 +791,7 @@ func (s *Service) Get(ctx context.Context, id cid.Cid) (*Signed, error) {
 	if s.cfg.DHT {
 		ctx, cancel := context.WithTimeout(ctx, s.cfg.FindTimeout)
 		defer cancel()
-		b, err := s.rt.GetValue(ctx, RecordKey(id))
+		b, err := s.getBest(ctx, RecordKey(id))
 		if err == nil {
 			sd, err := OpenAt(b, s.now())
 			if err == nil {

@@ -15,7 +15,7 @@ func TestJaccardAccuracy(t *testing.T) {
 		n, shared int // each set has n samples, shared of them common
 	}{
 		{1000, 0}, {1000, 100}, {1000, 333}, {1000, 500}, {1000, 667}, {1000, 900}, {1000, 1000},
-		{20000, 5000}, {20000, 10000}, {5000, 4000}, {300, 150},
+		{6000, 1500}, {4000, 2000}, {3000, 2400}, {300, 150},
 	}
 	for _, c := range cases {
 		a, _ := New(DefaultK)
