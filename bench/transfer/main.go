@@ -106,7 +106,7 @@ func parseSize(s string) (int64, error) {
 var methods = []struct{ name, label string }{
 	{"tcp", "plain TCP copy (file -> file)"},
 	{"tls", "TLS 1.3 copy (crypto/tls, file -> file)"},
-	{"libp2p-raw", "raw libp2p TCP stream (noise+yamux, no chunks)"},
+	{"libp2p-raw", "raw libp2p TCP stream (TLS+yamux, file -> file, no chunks)"},
 	{"libp2p-tcp-1", "daitn transfer, libp2p TCP, 1 holder"},
 	{"libp2p-quic-1", "daitn transfer, libp2p QUIC, 1 holder"},
 	{"libp2p-tcp-4", "daitn transfer, libp2p TCP, 4 holders"},
@@ -295,7 +295,7 @@ func runPhase(name, work, cpuprof string, nosync bool) (result, error) {
 	case "tls":
 		return copyNet(src, dst, fi.Size(), true, nosync)
 	case "libp2p-raw":
-		return rawLibp2p(src, fi.Size())
+		return rawLibp2p(src, dst, fi.Size(), nosync)
 	}
 	quic := strings.Contains(name, "quic")
 	holders := 1
@@ -381,7 +381,7 @@ func selfSigned() (*tls.Config, error) {
 	return &tls.Config{Certificates: []tls.Certificate{{Certificate: [][]byte{der}, PrivateKey: k}}, MinVersion: tls.VersionTLS13}, nil
 }
 
-func rawLibp2p(src string, n int64) (result, error) {
+func rawLibp2p(src, dst string, n int64, nosync bool) (result, error) {
 	a, err := newHost(false)
 	if err != nil {
 		return result{}, err
@@ -394,8 +394,17 @@ func rawLibp2p(src string, n int64) (result, error) {
 	defer b.Close()
 	done := make(chan int64, 1)
 	a.SetStreamHandler("/bench/raw", func(s network.Stream) {
-		got, _ := io.Copy(io.Discard, s)
-		s.Close()
+		defer s.Close()
+		f, err := os.Create(dst)
+		if err != nil {
+			done <- -1
+			return
+		}
+		got, _ := io.Copy(f, s)
+		if !nosync {
+			_ = f.Sync()
+		}
+		f.Close()
 		done <- got
 	})
 	ctx := context.Background()
