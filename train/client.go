@@ -83,6 +83,7 @@ type RoundRecord struct {
 	WallMs         int64             `json:"wall_ms"`          // whole round
 	TrainMs        int64             `json:"train_ms"`         // slowest data node's local training
 	FetchMs        int64             `json:"fetch_ms"`         // slowest data node's model fetch
+	NodeMs         int64             `json:"node_ms"`          // slowest data node's fetch + train
 	CollectMs      int64             `json:"collect_ms"`       // fetching and checking updates
 	AggregateMs    int64             `json:"aggregate_ms"`     // FedAvg
 	EvalMs         int64             `json:"eval_ms"`          // MPVU round trip including its fetch
@@ -762,6 +763,7 @@ func (s *Service) runRound(ctx context.Context, run *jobRun) (*RoundRecord, erro
 		// bytes they received, not what the client served, are the
 		// round's downlink.
 		rec.BytesDown += d.res.FetchedBytes
+		rec.NodeMs = max(rec.NodeMs, d.res.FetchMs+d.res.TrainMs)
 		from := d.p.cand.Peer
 		up, _ := cid.Decode(d.res.Update)
 		fr, err := s.xfer.Fetch(ctx, up, fetchOpts(from))
