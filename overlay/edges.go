@@ -3,6 +3,8 @@ package overlay
 import (
 	"sort"
 	"time"
+
+	"github.com/libp2p/go-libp2p/core/peer"
 )
 
 // Edge kinds of the map graph.
@@ -154,6 +156,14 @@ type PeerEntry struct {
 	Age time.Duration `json:"age_ns"`
 	// RTT from the map's owner, 0 when unknown.
 	RTT time.Duration `json:"rtt_ns,omitempty"`
+	// PeerRTTs are the round trips this peer reported in its beacon.
+	PeerRTTs []RTTEntry `json:"rtts,omitempty"`
+}
+
+// RTTEntry is one reported round-trip time.
+type RTTEntry struct {
+	Peer peer.ID       `json:"peer"`
+	RTT  time.Duration `json:"rtt_ns"`
 }
 
 // ItemEntry is an item with its age and whether its owner is reachable.
@@ -169,7 +179,12 @@ func (s *Snapshot) Document(withEdges bool) Document {
 		Peers: []PeerEntry{}, Items: []ItemEntry{}}
 	for _, p := range s.Peers() {
 		rtt, _ := s.RTT(s.self, p.ID)
-		d.Peers = append(d.Peers, PeerEntry{PeerInfo: p, Age: s.PeerAge(p), RTT: rtt})
+		e := PeerEntry{PeerInfo: p, Age: s.PeerAge(p), RTT: rtt}
+		for q, d := range p.RTTs {
+			e.PeerRTTs = append(e.PeerRTTs, RTTEntry{Peer: q, RTT: d})
+		}
+		sort.Slice(e.PeerRTTs, func(i, j int) bool { return e.PeerRTTs[i].Peer < e.PeerRTTs[j].Peer })
+		d.Peers = append(d.Peers, e)
 	}
 	for _, it := range s.Items("") {
 		d.Items = append(d.Items, ItemEntry{Item: it, Age: s.ItemAge(it), Reachable: s.Reachable(it)})

@@ -19,7 +19,7 @@ type PeerInfo struct {
 	Relayed         bool                      `json:"relayed,omitempty"`
 	Descriptors     []string                  `json:"descriptors,omitempty"`
 	DescriptorCount int64                     `json:"descriptor_count,omitempty"`
-	RTTs            map[peer.ID]time.Duration `json:"rtts_ns,omitempty"` // measured by this peer
+	RTTs            map[peer.ID]time.Duration `json:"-"` // measured by this peer; see PeerEntry.RTTs
 	Seq             uint64                    `json:"seq"`
 	Issued          time.Time                 `json:"issued"`
 	Expires         time.Time                 `json:"expires"`

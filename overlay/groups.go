@@ -96,7 +96,23 @@ func (s *Snapshot) Groups(q GroupQuery) ([]Group, error) {
 		sets = g.heuristic()
 	}
 	if len(sets) == 0 {
-		return nil, fmt.Errorf("task %q labels %v min samples %d: %w", q.Task, q.Labels, q.MinSamples, ErrNoGroup)
+		var have uint64
+		var total float64
+		for i := range g.cands {
+			have |= g.labels[i]
+			total += float64(g.useful[i])
+		}
+		var missing []string
+		for i, l := range q.Labels {
+			if have&(1<<uint(i)) == 0 {
+				missing = append(missing, l)
+			}
+		}
+		if len(missing) > 0 {
+			return nil, fmt.Errorf("task %q: %w: no reachable dataset has label(s) %s", q.Task, ErrNoGroup, strings.Join(missing, ","))
+		}
+		return nil, fmt.Errorf("task %q: %w: %d candidate datasets hold %.0f samples in the asked labels before overlap, %d unique needed",
+			q.Task, ErrNoGroup, len(g.cands), total, q.MinSamples)
 	}
 	out := make([]Group, 0, len(sets))
 	for _, set := range sets {

@@ -1,6 +1,7 @@
 package overlay
 
 import (
+	"encoding/json"
 	"fmt"
 	"math"
 	"math/rand/v2"
@@ -404,5 +405,24 @@ func TestParseLabels(t *testing.T) {
 		if (err != nil) != c.err || !c.err && strings.Join(got, ",") != c.want {
 			t.Errorf("ParseLabels(%q) = %v, %v; want %q err=%v", c.in, got, err, c.want, c.err)
 		}
+	}
+}
+
+func TestDocumentJSONRoundTrip(t *testing.T) {
+	now := time.Now()
+	_, a := newKey(t)
+	_, b := newKey(t)
+	s, _ := NewSnapshot(a, now, []*PeerInfo{{ID: a, Issued: now, RTTs: map[peer.ID]time.Duration{b: time.Millisecond}}, {ID: b, Issued: now}},
+		[]*Item{synthData("d", a, 0, 10, []string{"0"}, now)}, map[peer.ID]time.Duration{b: 2 * time.Millisecond})
+	raw, err := json.Marshal(s.Document(true))
+	if err != nil {
+		t.Fatal(err)
+	}
+	var doc Document
+	if err := json.Unmarshal(raw, &doc); err != nil {
+		t.Fatalf("decode document: %v\n%s", err, raw)
+	}
+	if len(doc.Peers) != 2 || doc.Peers[0].ID != a || len(doc.Peers[0].PeerRTTs) != 1 || doc.Peers[0].PeerRTTs[0].Peer != b || len(doc.Items) != 1 {
+		t.Fatalf("round trip lost data: %s", raw)
 	}
 }
