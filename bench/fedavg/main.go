@@ -79,6 +79,7 @@ func main() {
 		workers   = flag.Int("workers", runtime.GOMAXPROCS(0), "clients trained in parallel")
 		pngPath   = flag.String("png", "docs/bench/fedavg.png", "accuracy-per-round plot (empty = none)")
 		csvPath   = flag.String("csv", "", "write every round as CSV here (empty = none)")
+		fromCSV   = flag.String("from-csv", "", "do not train: redraw the table and plot from comma-separated CSV files written by -csv (a later file's configuration replaces an earlier one's)")
 	)
 	flag.Parse()
 	var cfgs []config
@@ -100,6 +101,21 @@ func main() {
 	}
 	if *clients < 1 || *frac <= 0 || *frac > 1 || *batch < 0 {
 		log.Fatal("need -clients ≥ 1, 0 < -c ≤ 1, -b ≥ 0")
+	}
+	if *fromCSV != "" {
+		results, err := readCSVs(strings.Split(*fromCSV, ","), *target)
+		if err != nil {
+			log.Fatal(err)
+		}
+		a, _ := learn.LookupArch(learn.MNIST2NN)
+		report(results, *clients, *frac, *batch, *target, max(int(*frac*float64(*clients)+0.5), 1), learn.EncodedSize(a))
+		if *pngPath != "" {
+			if err := writePlot(*pngPath, results, *target); err != nil {
+				log.Fatal(err)
+			}
+			fmt.Println("plot written to", *pngPath)
+		}
+		return
 	}
 	ctx, stop := signal.NotifyContext(context.Background(), os.Interrupt)
 	defer stop()
@@ -291,11 +307,11 @@ func writeCSV(path string, results []*result) error {
 		return err
 	}
 	w := csv.NewWriter(f)
-	w.Write([]string{"split", "E", "lr", "round", "accuracy", "loss", "train_s", "eval_s"})
+	w.Write([]string{"split", "E", "lr", "round", "accuracy", "loss", "train_s", "eval_s", "train_cpu_s"})
 	for _, r := range results {
 		for _, p := range r.points {
 			w.Write([]string{r.cfg.split, strconv.Itoa(r.cfg.epochs), fmt.Sprint(r.lr), strconv.Itoa(p.round),
-				fmt.Sprintf("%.4f", p.acc), fmt.Sprintf("%.4f", p.loss), fmt.Sprintf("%.3f", p.train.Seconds()), fmt.Sprintf("%.3f", p.eval.Seconds())})
+				fmt.Sprintf("%.4f", p.acc), fmt.Sprintf("%.4f", p.loss), fmt.Sprintf("%.3f", p.train.Seconds()), fmt.Sprintf("%.3f", p.eval.Seconds()), fmt.Sprintf("%.3f", p.trainCPU)})
 		}
 	}
 	w.Flush()
@@ -304,6 +320,71 @@ func writeCSV(path string, results []*result) error {
 		return err
 	}
 	return f.Close()
+}
+
+// readCSVs loads rounds written by writeCSV. A configuration (split, E, lr)
+// found in a later file replaces the same one from earlier files, so a
+// longer re-run of one configuration can be merged with an earlier full run.
+func readCSVs(paths []string, target float64) ([]*result, error) {
+	var order []string
+	byKey := map[string]*result{}
+	for _, path := range paths {
+		f, err := os.Open(strings.TrimSpace(path))
+		if err != nil {
+			return nil, err
+		}
+		cr := csv.NewReader(f)
+		cr.FieldsPerRecord = -1
+		rows, err := cr.ReadAll()
+		f.Close()
+		if err != nil {
+			return nil, fmt.Errorf("%s: %w", path, err)
+		}
+		seen := map[string]bool{}
+		for i, row := range rows {
+			if i == 0 {
+				continue // header
+			}
+			if len(row) < 8 {
+				return nil, fmt.Errorf("%s line %d: %d fields, want 8", path, i+1, len(row))
+			}
+			e, err1 := strconv.Atoi(row[1])
+			lr, err2 := strconv.ParseFloat(row[2], 64)
+			round, err3 := strconv.Atoi(row[3])
+			acc, err4 := strconv.ParseFloat(row[4], 64)
+			loss, err5 := strconv.ParseFloat(row[5], 64)
+			tr, err6 := strconv.ParseFloat(row[6], 64)
+			ev, err7 := strconv.ParseFloat(row[7], 64)
+			for _, err := range []error{err1, err2, err3, err4, err5, err6, err7} {
+				if err != nil {
+					return nil, fmt.Errorf("%s line %d: %w", path, i+1, err)
+				}
+			}
+			key := fmt.Sprintf("%s:%d:%g", row[0], e, lr)
+			if !seen[key] {
+				seen[key] = true
+				if _, ok := byKey[key]; !ok {
+					order = append(order, key)
+				}
+				byKey[key] = &result{cfg: config{split: row[0], epochs: e}, lr: lr}
+			}
+			r := byKey[key]
+			p := point{round: round, acc: acc, loss: loss, train: time.Duration(tr * 1e9), eval: time.Duration(ev * 1e9)}
+			if len(row) > 8 { // train_cpu_s, absent from older files
+				p.trainCPU, _ = strconv.ParseFloat(row[8], 64)
+			}
+			r.points = append(r.points, p)
+			r.wall += p.train + p.eval
+			if r.reached == 0 && acc >= target {
+				r.reached = round
+			}
+		}
+	}
+	out := make([]*result, 0, len(order))
+	for _, k := range order {
+		out = append(out, byKey[k])
+	}
+	return out, nil
 }
 
 func writePlot(path string, results []*result, target float64) error {
