@@ -119,6 +119,7 @@ func parent(n int64, only, cpuprof string, nosync bool, rounds int) error {
 		return err
 	}
 	defer os.RemoveAll(work)
+	loadStart := loadAvg()
 	fmt.Printf("preparing %d MiB of random bytes and a holder chunk store in %s\n", n>>20, work)
 	src := filepath.Join(work, "src.bin")
 	if err := writeRandom(src, n); err != nil {
@@ -204,7 +205,8 @@ func parent(n int64, only, cpuprof string, nosync bool, rounds int) error {
 	if nosync {
 		durable = "no fsync (page cache only)"
 	}
-	fmt.Printf("\n%d MiB on loopback, %s, median of %d interleaved rounds, %s\n\n", n>>20, durable, rounds, time.Now().UTC().Format(time.RFC3339))
+	fmt.Printf("\n%d MiB on loopback, %s, median of %d interleaved rounds, %s\n", n>>20, durable, rounds, time.Now().UTC().Format(time.RFC3339))
+	fmt.Printf("load average before: %s, after: %s (on a busy machine the many-goroutine pipeline waits for CPU more than a two-goroutine copy; CPU s/GiB is the steadier number)\n\n", loadStart, loadAvg())
 	fmt.Printf("| method | seconds | MB/s | vs plain TCP | vs TLS 1.3 | CPU s per GiB (both ends) | peak RSS MiB |\n|---|---|---|---|---|---|---|\n")
 	for _, r := range rows {
 		vs := func(k string) string {
@@ -589,4 +591,16 @@ func smallPhase(nosync bool) error {
 	fmt.Printf("| daitn Fetch (have, manifest, chunks; verified, fsynced) | %v |\n", med(fetch).Round(10*time.Microsecond))
 	fmt.Printf("| TLS 1.3 message on an open connection (no disk) | %v |\n", med(tl).Round(10*time.Microsecond))
 	return nil
+}
+
+func loadAvg() string {
+	b, err := os.ReadFile("/proc/loadavg")
+	if err != nil {
+		return "?"
+	}
+	f := strings.Fields(string(b))
+	if len(f) < 3 {
+		return "?"
+	}
+	return strings.Join(f[:3], " ")
 }
