@@ -582,6 +582,11 @@ func (f *fetch) runWorker(w *worker) {
 
 func (f *fetch) work(w *worker) error {
 	s := f.s
+	// A connection we are pulling blocks over must not be pruned by the
+	// connection manager half way.
+	tag := "daitn-transfer-" + f.root.String()
+	s.h.ConnManager().Protect(w.p, tag)
+	defer s.h.ConnManager().Unprotect(w.p, tag)
 	str, err := s.h.NewStream(w.ctx, w.p, wire.Protocol)
 	if err != nil {
 		return fmt.Errorf("open stream to %s: %w", w.p, err)
