@@ -12,7 +12,6 @@ import (
 	"strings"
 	"time"
 
-	"github.com/daitn/daitn/descriptors"
 	"github.com/daitn/daitn/oam"
 	"github.com/daitn/daitn/train"
 )
@@ -26,7 +25,7 @@ const TrainTestsetEnv = "DAITN_TESTSET"
 // It needs the descriptors, transfer and taskpool services; without them
 // the node runs without training.
 func (n *Node) startTrain(ctx context.Context) error {
-	desc := n.trainDescriptors()
+	desc := n.Descriptors()
 	xfer := n.Transfer()
 	pool := n.Taskpool()
 	if desc == nil || xfer == nil || pool == nil {
@@ -73,18 +72,6 @@ func (n *Node) startTrain(ctx context.Context) error {
 	}()
 	if n.API() != nil {
 		registerTrainAPI(n, svc)
-	}
-	return nil
-}
-
-// trainDescriptors finds the descriptors service however its owner
-// registered it.
-func (n *Node) trainDescriptors() *descriptors.Service {
-	switch v := n.service("descriptors").(type) {
-	case *descriptors.Service:
-		return v
-	case interface{ Service() *descriptors.Service }:
-		return v.Service()
 	}
 	return nil
 }
