@@ -394,3 +394,45 @@ func TestGradientMatchesReference(t *testing.T) {
 		}
 	}
 }
+
+// TestFedAvgRounds runs a few FedAvg rounds on real IID shards, the way the
+// train service composes Train, CheckUpdate and Average, and checks the
+// global model's real test accuracy.
+func TestFedAvgRounds(t *testing.T) {
+	train, test := mnist(t)
+	const clients, per = 10, 600
+	global, _ := New(MNIST2NN, 1)
+	rounds, want := 4, 0.88
+	if testing.Short() || raceEnabled {
+		rounds, want = 2, 0.84
+	}
+	for r := 0; r < rounds; r++ {
+		var ups []Update
+		for k := 0; k < clients; k++ {
+			// Client k owns samples [k*per, (k+1)*per) of the first 6000.
+			d := Data{X: train.X[k*per*784 : (k+1)*per*784], Y: train.Y[k*per : (k+1)*per]}
+			local := global.Clone()
+			if _, err := Train(context.Background(), local, d, TrainConfig{Epochs: 1, Batch: 10, LR: 0.05, Seed: uint64(r*100 + k)}); err != nil {
+				t.Fatal(err)
+			}
+			u := Update{From: "client", Params: local.Params, Weight: per}
+			if err := CheckUpdate(global.NumParams(), u); err != nil {
+				t.Fatal(err)
+			}
+			ups = append(ups, u)
+		}
+		p, err := Average(global.NumParams(), ups)
+		if err != nil {
+			t.Fatal(err)
+		}
+		global.Params = p
+	}
+	ev, err := Evaluate(global, Data{X: test.X, Y: test.Y})
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Logf("%d FedAvg rounds of 10 clients × 600: test accuracy %.4f", rounds, ev.Accuracy)
+	if ev.Accuracy < want {
+		t.Fatalf("test accuracy %.4f after %d rounds, want > %.2f", ev.Accuracy, rounds, want)
+	}
+}
