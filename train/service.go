@@ -122,7 +122,7 @@ func WithPeerRouting(r routing.PeerRouting) Option {
 }
 
 // WithCapacity sets how many training rounds a data node runs at once
-// (default 1).
+// (default 2, so a round held for a poster that restarted does not block the next).
 func WithCapacity(n int) Option {
 	return func(c *config) error {
 		if n < 1 || n > 64 {
@@ -163,7 +163,7 @@ type Service struct {
 // transfer and task-pool services. State lives in store under /train/.
 //
 // Defaults: roles none but client, MNIST t10k as the MPVU test set, lease
-// 20s, round timeout 10m, capacity 1.
+// 20s, round timeout 10m, capacity 2.
 func New(ctx context.Context, h host.Host, ps *pubsub.PubSub, store ds.Batching,
 	desc *descriptors.Service, xfer *transfer.Service, pool *taskpool.Service, opts ...Option) (*Service, error) {
 	if h == nil || store == nil || desc == nil || xfer == nil || pool == nil {
@@ -177,7 +177,7 @@ func New(ctx context.Context, h host.Host, ps *pubsub.PubSub, store ds.Batching,
 		fetchTimeout: 60 * time.Second,
 		evalTimeout:  3 * time.Minute,
 		findTimeout:  5 * time.Second,
-		capacity:     1,
+		capacity:     2,
 	}
 	for _, o := range opts {
 		if o == nil {
