@@ -2,7 +2,9 @@
 // in one run so the numbers compare:
 //
 //   - bytes per descriptor on the wire (the signed envelope, per kind);
+//
 //   - sign and verify (Open) rate on one core;
+//
 //   - on N real libp2p hosts (TCP on 127.0.0.1, real GossipSub, real
 //     Kademlia DHT with the /daitn prefix): publish-to-visible latency on
 //     every node through gossip (p50/p99 over all node×publish pairs), and
@@ -10,7 +12,7 @@
 //     FindProviders of a capability key and for the whole Find (providers ->
 //     signed index -> descriptor record).
 //
-//	go run ./bench/descriptors -n 50 -publishes 20 -lookups 100
+//     go run ./bench/descriptors -n 50 -publishes 20 -lookups 100
 package main
 
 import (
@@ -106,8 +108,8 @@ func examples() []*descriptors.Descriptor {
 	return []*descriptors.Descriptor{
 		{Header: descriptors.Header{Kind: descriptors.KindData, Name: "mnist-shard-3"}, Data: &descriptors.Data{
 			Task: "digits-classification", Modality: "image", Format: "mnist-idx", Samples: 6000, SizeBytes: 4704000,
-			Features: []descriptors.Field{{Name: "image", Type: "uint8", Shape: []int{28, 28}}},
-			Labels:   []descriptors.Field{{Name: "label", Type: "class", Shape: []int{10}}},
+			Features:  []descriptors.Field{{Name: "image", Type: "uint8", Shape: []int{28, 28}}},
+			Labels:    []descriptors.Field{{Name: "label", Type: "class", Shape: []int{10}}},
 			LabelDist: dist, Sketch: descriptors.SketchOf(sk), Updated: time.Now(),
 			Policy: descriptors.Policy{Mode: descriptors.PolicyTrainInPlace}, Price: &descriptors.Price{Amount: 0.1, Unit: "credit/epoch"}}},
 		{Header: descriptors.Header{Kind: descriptors.KindModel, Name: "mnist-mlp"}, Model: &descriptors.Model{
