@@ -169,8 +169,14 @@ func New(ctx context.Context, h host.Host, ps *pubsub.PubSub, opts ...Option) (*
 		return nil, fmt.Errorf("overlay: subscribe %s: %w", BeaconTopic, err)
 	}
 	s.topic, s.sub = t, sub
+	joins, err := t.EventHandler()
+	if err != nil {
+		s.Close()
+		return nil, fmt.Errorf("overlay: topic events: %w", err)
+	}
 	reachSub, err := h.EventBus().Subscribe(new(event.EvtLocalReachabilityChanged))
 	if err != nil {
+		joins.Cancel()
 		s.Close()
 		return nil, fmt.Errorf("overlay: subscribe reachability events: %w", err)
 	}
@@ -181,6 +187,7 @@ func New(ctx context.Context, h host.Host, ps *pubsub.PubSub, opts ...Option) (*
 		items, err = cfg.source.Items(sctx)
 		if err != nil {
 			_ = reachSub.Close()
+			joins.Cancel()
 			s.Close()
 			return nil, fmt.Errorf("overlay: item source: %w", err)
 		}
@@ -190,6 +197,7 @@ func New(ctx context.Context, h host.Host, ps *pubsub.PubSub, opts ...Option) (*
 	s.run(s.probeLoop)
 	s.run(s.sweepLoop)
 	s.run(func() { s.reachLoop(reachSub) })
+	s.run(func() { s.joinLoop(joins) })
 	if items != nil {
 		s.run(func() { s.itemLoop(items) })
 	}
@@ -732,6 +740,23 @@ func (s *Service) reachLoop(sub event.Subscription) {
 			s.mu.Lock()
 			s.reach = r
 			s.mu.Unlock()
+			s.Touch()
+		}
+	}
+}
+
+// joinLoop sends a beacon soon after a direct neighbour joins the topic, so
+// a new node appears in maps (and learns ours) without waiting a whole
+// interval. It is bounded by the node's degree, not the federation's size,
+// and rate-limited like every change beacon.
+func (s *Service) joinLoop(h *pubsub.TopicEventHandler) {
+	defer h.Cancel()
+	for {
+		ev, err := h.NextPeerEvent(s.ctx)
+		if err != nil {
+			return
+		}
+		if ev.Type == pubsub.PeerJoin {
 			s.Touch()
 		}
 	}
