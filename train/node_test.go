@@ -120,4 +120,3 @@ func TestNodeAPI(t *testing.T) {
 }
 
 var errEnd = errors.New("end")
-
