@@ -273,8 +273,19 @@ func New(ctx context.Context, h host.Host, ps *pubsub.PubSub, rt routing.Routing
 			return nil, fmt.Errorf("descriptors: subscribe %s: %w", Topic, err)
 		}
 		s.topic, s.sub = t, sub
-		s.wg.Add(1)
+		s.h.SetStreamHandler(SyncProtocol, s.handleSync)
+		evh, err := t.EventHandler()
+		if err != nil {
+			sub.Cancel()
+			_ = t.Close()
+			_ = ps.UnregisterTopicValidator(Topic)
+			s.h.RemoveStreamHandler(SyncProtocol)
+			cancel()
+			return nil, fmt.Errorf("descriptors: topic events: %w", err)
+		}
+		s.wg.Add(2)
 		go s.receiveLoop()
+		go s.syncLoop(evh)
 	}
 	if cfg.DHT {
 		s.wg.Add(1)
@@ -290,6 +301,9 @@ func New(ctx context.Context, h host.Host, ps *pubsub.PubSub, rt routing.Routing
 // Close stops the service. It is idempotent.
 func (s *Service) Close() error {
 	s.closeOnce.Do(func() {
+		if s.topic != nil {
+			s.h.RemoveStreamHandler(SyncProtocol)
+		}
 		s.cancel()
 		if s.sub != nil {
 			s.sub.Cancel()

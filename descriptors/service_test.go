@@ -194,7 +194,7 @@ func TestDiscovery20Nodes(t *testing.T) {
 		}
 		findsOnAll(t, svcs, owner, Query{Role: "mpvu"}, FindOptions{UseGossip: true}, sd, 30*time.Second)
 		res, _ := svcs[2].Find(ctx, Query{Role: "mpvu"}, FindOptions{UseGossip: true})
-		if len(res) != 1 || !containsSource(res[0].Sources, SourceGossip) || containsSource(res[0].Sources, SourceDHT) {
+		if len(res) != 1 || !(containsSource(res[0].Sources, SourceGossip) || containsSource(res[0].Sources, SourceSync)) || containsSource(res[0].Sources, SourceDHT) {
 			t.Fatalf("gossip-only result: %+v", res)
 		}
 	})

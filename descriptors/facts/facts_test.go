@@ -85,8 +85,8 @@ func TestMNIST(t *testing.T) {
 	if f.Format != FormatMNIST || f.Samples != 10000 || f.Rows != 28 || f.Cols != 28 || f.LabelDist["1"] != 1135 || f.LabelDist["5"] != 892 {
 		t.Fatalf("mnist facts: format %s samples %d %dx%d dist %v", f.Format, f.Samples, f.Rows, f.Cols, f.LabelDist)
 	}
-	// Two overlapping shards: samples 0..5999 and 4000..9999 share 2000 of
-	// 10000 distinct ones, Jaccard 0.2.
+	// Two overlapping shards: samples 0..2999 and 2000..4999 share 1000 of
+	// 5000 distinct ones, Jaccard 0.2.
 	set, err := dataset.ReadSet(tmp, dataset.TestPrefix, 0)
 	if err != nil {
 		t.Fatal(err)
@@ -102,11 +102,11 @@ func TestMNIST(t *testing.T) {
 		}
 		return d
 	}
-	a, err := Compute(shard("a", 0, 6000), Options{})
+	a, err := Compute(shard("a", 0, 3000), Options{})
 	if err != nil {
 		t.Fatal(err)
 	}
-	b, err := Compute(shard("b", 4000, 10000), Options{})
+	b, err := Compute(shard("b", 2000, 5000), Options{})
 	if err != nil {
 		t.Fatal(err)
 	}
