@@ -359,6 +359,13 @@ func FuzzReadIDXImages(f *testing.F) {
 		if err != nil || !bytes.Equal(again.Pix, im.Pix) || again.Rows != im.Rows {
 			t.Fatalf("re-encoding does not decode back: %v", err)
 		}
+		// A head of any size is a prefix of the whole.
+		for _, h := range []int{1, im.N/2 + 1, im.N + 5} {
+			head, err := ReadIDXImagesHead(bytes.NewReader(in), h)
+			if err != nil || head.N != min(h, im.N) || !bytes.Equal(head.Pix, im.Pix[:len(head.Pix)]) {
+				t.Fatalf("head %d of an accepted file: %v", h, err)
+			}
+		}
 	})
 }
 
@@ -419,13 +426,15 @@ func equalF(a, b []float32) bool {
 
 func TestMNISTShardAndFingerprint(t *testing.T) {
 	train, _ := loadMNIST(t)
-	a, err := MNISTShard(4, 10, true, 3)
-	if err != nil {
-		t.Fatal(err)
-	}
-	b, _ := ShardNonIID(train, 4, 10, 3)
-	if a.Fingerprint() != b.Fingerprint() {
-		t.Fatal("MNISTShard differs from ShardNonIID on the loaded set")
+	a, _ := ShardNonIID(train, 4, 10, 3)
+	if !testing.Short() && !raceEnabled { // MNISTShard decodes all of MNIST again: slow under -race
+		b, err := MNISTShard(4, 10, true, 3)
+		if err != nil {
+			t.Fatal(err)
+		}
+		if a.Fingerprint() != b.Fingerprint() {
+			t.Fatal("MNISTShard differs from ShardNonIID on the loaded set")
+		}
 	}
 	c, _ := ShardNonIID(train, 5, 10, 3)
 	if a.Fingerprint() == c.Fingerprint() {
@@ -439,7 +448,49 @@ func TestMNISTShardAndFingerprint(t *testing.T) {
 	if back.Fingerprint() != a.Fingerprint() {
 		t.Fatal("fingerprint changed through a data directory")
 	}
-	if _, err := MNISTShard(10, 10, false, 1); err == nil || !strings.Contains(err.Error(), "k=10") {
+	if _, err := ShardIID(train, 10, 10, 1); err == nil || !strings.Contains(err.Error(), "k=10") {
 		t.Fatalf("shard 10 of 10: %v", err)
+	}
+}
+
+func BenchmarkLoadMNIST(b *testing.B) {
+	dir, err := MNISTDir()
+	if err != nil {
+		b.Fatal(err)
+	}
+	for b.Loop() {
+		if _, _, err := LoadMNIST(dir); err != nil {
+			b.Fatal(err)
+		}
+	}
+}
+
+func TestReadSetHead(t *testing.T) {
+	dir, err := MNISTDir()
+	if err != nil {
+		t.Fatal(err)
+	}
+	_, test := loadMNIST(t)
+	head, err := ReadSetHead(dir, TestPrefix, 123)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if head.Len() != 123 || !bytes.Equal(head.Y, test.Y[:123]) || !equalF(head.X, test.X[:123*784]) {
+		t.Fatal("head differs from the first samples of the full set")
+	}
+	all, err := ReadSetHead(dir, TestPrefix, 20000)
+	if err != nil || all.Len() != 10000 {
+		t.Fatalf("head larger than the set: %v, %d samples", err, all.Len())
+	}
+	if _, err := ReadSetHead(dir, TestPrefix, 0); err == nil || !strings.Contains(err.Error(), "head 0") {
+		t.Fatalf("head 0: %v", err)
+	}
+	// A truncated file is still an error within the head.
+	good := encodeIDXImages(&Images{N: 3, Rows: 2, Cols: 2, Pix: make([]byte, 12)})
+	if _, err := ReadIDXImagesHead(bytes.NewReader(good[:len(good)-1]), 3); !errors.Is(err, ErrFormat) {
+		t.Fatalf("truncated within head: %v", err)
+	}
+	if im, err := ReadIDXImagesHead(bytes.NewReader(good[:len(good)-4]), 2); err != nil || im.N != 2 {
+		t.Fatalf("truncated after head: %v", err)
 	}
 }

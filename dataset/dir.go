@@ -5,6 +5,7 @@ import (
 	"context"
 	"errors"
 	"fmt"
+	"io"
 	"os"
 	"os/exec"
 	"path/filepath"
@@ -56,8 +57,21 @@ func findFile(dir, prefix, kind string) (string, error) {
 }
 
 // ReadSet reads prefix-images-idx3-ubyte(.gz) and prefix-labels-idx1-ubyte(.gz)
-// from dir. limit caps the number of samples (0 = MaxItems).
+// from dir. limit caps the number of samples (0 = MaxItems); a file holding
+// more is an error.
 func ReadSet(dir, prefix string, limit int) (*Set, error) {
+	return readSet(dir, prefix, func(r io.Reader) (*Images, error) { return ReadIDXImages(r, limit) },
+		func(r io.Reader) ([]byte, error) { return ReadIDXLabels(r, limit) })
+}
+
+// ReadSetHead reads only the first n samples of prefix's files in dir (all
+// of them if there are fewer), without decoding the rest.
+func ReadSetHead(dir, prefix string, n int) (*Set, error) {
+	return readSet(dir, prefix, func(r io.Reader) (*Images, error) { return ReadIDXImagesHead(r, n) },
+		func(r io.Reader) ([]byte, error) { return ReadIDXLabelsHead(r, n) })
+}
+
+func readSet(dir, prefix string, images func(io.Reader) (*Images, error), labelsOf func(io.Reader) ([]byte, error)) (*Set, error) {
 	imgPath, err := findFile(dir, prefix, "images")
 	if err != nil {
 		return nil, fmt.Errorf("read %s set: %w", prefix, err)
@@ -70,7 +84,7 @@ func ReadSet(dir, prefix string, limit int) (*Set, error) {
 	if err != nil {
 		return nil, fmt.Errorf("read %s set: %w", prefix, err)
 	}
-	im, err := ReadIDXImages(f, limit)
+	im, err := images(f)
 	f.Close()
 	if err != nil {
 		return nil, fmt.Errorf("%s: %w", imgPath, err)
@@ -79,7 +93,7 @@ func ReadSet(dir, prefix string, limit int) (*Set, error) {
 	if err != nil {
 		return nil, fmt.Errorf("read %s set: %w", prefix, err)
 	}
-	labels, err := ReadIDXLabels(f, limit)
+	labels, err := labelsOf(f)
 	f.Close()
 	if err != nil {
 		return nil, fmt.Errorf("%s: %w", lblPath, err)

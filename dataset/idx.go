@@ -83,6 +83,21 @@ func ReadIDXImages(r io.Reader, limit int) (*Images, error) {
 	if err != nil {
 		return nil, err
 	}
+	return readImages(r, limit, 0)
+}
+
+// ReadIDXImagesHead reads only the first head images of an idx3 file (all
+// of them if it has fewer) and ignores the rest of the stream, for callers
+// that want a prefix of a large set, e.g. a quick evaluation.
+func ReadIDXImagesHead(r io.Reader, head int) (*Images, error) {
+	if head < 1 || head > MaxItems {
+		return nil, fmt.Errorf("head %d: must be 1..%d", head, MaxItems)
+	}
+	return readImages(r, 0, head)
+}
+
+// readImages reads all images (head == 0, at most limit) or the first head.
+func readImages(r io.Reader, limit, head int) (*Images, error) {
 	zr, closeZ, err := maybeGunzip(r)
 	if err != nil {
 		return nil, fmt.Errorf("read idx images: %w", err)
@@ -102,7 +117,9 @@ func ReadIDXImages(r io.Reader, limit int) (*Images, error) {
 	n := binary.BigEndian.Uint32(hdr[4:])
 	rows := binary.BigEndian.Uint32(hdr[8:])
 	cols := binary.BigEndian.Uint32(hdr[12:])
-	if n > uint32(limit) {
+	if head > 0 {
+		n = min(n, uint32(head))
+	} else if n > uint32(limit) {
 		return nil, fmt.Errorf("read idx images: %w: header announces %d images, limit is %d", ErrFormat, n, limit)
 	}
 	if rows == 0 || rows > MaxSide || cols == 0 || cols > MaxSide {
@@ -115,6 +132,9 @@ func ReadIDXImages(r io.Reader, limit int) (*Images, error) {
 	im := &Images{N: int(n), Rows: int(rows), Cols: int(cols), Pix: make([]byte, total)}
 	if got, err := io.ReadFull(zr, im.Pix); err != nil {
 		return nil, fmt.Errorf("read idx images: %w: truncated: header announces %d pixel bytes, got %d: %v", ErrFormat, total, got, err)
+	}
+	if head > 0 {
+		return im, nil
 	}
 	if err := expectEOF(zr); err != nil {
 		return nil, fmt.Errorf("read idx images: %w", err)
@@ -130,6 +150,19 @@ func ReadIDXLabels(r io.Reader, limit int) ([]byte, error) {
 	if err != nil {
 		return nil, err
 	}
+	return readLabels(r, limit, 0)
+}
+
+// ReadIDXLabelsHead reads only the first head labels of an idx1 file (all
+// of them if it has fewer), like ReadIDXImagesHead.
+func ReadIDXLabelsHead(r io.Reader, head int) ([]byte, error) {
+	if head < 1 || head > MaxItems {
+		return nil, fmt.Errorf("head %d: must be 1..%d", head, MaxItems)
+	}
+	return readLabels(r, 0, head)
+}
+
+func readLabels(r io.Reader, limit, head int) ([]byte, error) {
 	zr, closeZ, err := maybeGunzip(r)
 	if err != nil {
 		return nil, fmt.Errorf("read idx labels: %w", err)
@@ -147,12 +180,17 @@ func ReadIDXLabels(r io.Reader, limit int) ([]byte, error) {
 		return nil, fmt.Errorf("read idx labels header: %w: need 8 bytes: %v", ErrFormat, err)
 	}
 	n := binary.BigEndian.Uint32(hdr[4:])
-	if n > uint32(limit) {
+	if head > 0 {
+		n = min(n, uint32(head))
+	} else if n > uint32(limit) {
 		return nil, fmt.Errorf("read idx labels: %w: header announces %d labels, limit is %d", ErrFormat, n, limit)
 	}
 	labels := make([]byte, n)
 	if got, err := io.ReadFull(zr, labels); err != nil {
 		return nil, fmt.Errorf("read idx labels: %w: truncated: header announces %d labels, got %d: %v", ErrFormat, n, got, err)
+	}
+	if head > 0 {
+		return labels, nil
 	}
 	if err := expectEOF(zr); err != nil {
 		return nil, fmt.Errorf("read idx labels: %w", err)

@@ -22,6 +22,14 @@ func mnist(t testing.TB) (train, test *dataset.Set) {
 			mnistErr = err
 			return
 		}
+		if testing.Short() || raceEnabled {
+			// Decoding all 60,000 images under -race costs tens of seconds;
+			// the short tests use at most the first 10,000.
+			if mnistTrain, mnistErr = dataset.ReadSetHead(dir, dataset.TrainPrefix, 10000); mnistErr == nil {
+				mnistTest, mnistErr = dataset.ReadSet(dir, dataset.TestPrefix, 0)
+			}
+			return
+		}
 		mnistTrain, mnistTest, mnistErr = dataset.LoadMNIST(dir)
 	})
 	if mnistErr != nil {
