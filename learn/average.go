@@ -100,3 +100,20 @@ func Average(size int, updates []Update) ([]float32, error) {
 	}
 	return out, nil
 }
+
+// Distance is the Euclidean distance between two parameter vectors of the
+// same length (computed in float64), or +Inf if their lengths differ. An
+// aggregator can use it to spot an update that is finite but absurdly far
+// from the global model it was trained from — e.g. more than a few times the
+// median distance of the round — before averaging.
+func Distance(a, b []float32) float64 {
+	if len(a) != len(b) {
+		return math.Inf(1)
+	}
+	var s float64
+	for i := range a {
+		d := float64(a[i]) - float64(b[i])
+		s += d * d
+	}
+	return math.Sqrt(s)
+}

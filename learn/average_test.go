@@ -271,3 +271,20 @@ func TestUnmarshalAs(t *testing.T) {
 		t.Fatalf("unknown arch: %v", err)
 	}
 }
+
+func TestDistance(t *testing.T) {
+	for _, tc := range []struct {
+		a, b []float32
+		want float64
+	}{
+		{[]float32{0, 0}, []float32{3, 4}, 5},
+		{[]float32{1, 2, 3}, []float32{1, 2, 3}, 0},
+		{[]float32{1}, []float32{1, 2}, math.Inf(1)},
+		{nil, nil, 0},
+		{[]float32{math.MaxFloat32}, []float32{-math.MaxFloat32}, 2 * math.MaxFloat32},
+	} {
+		if got := Distance(tc.a, tc.b); math.Abs(got-tc.want) > 1e-9*math.Max(1, tc.want) && got != tc.want {
+			t.Errorf("Distance(%v, %v) = %v, want %v", tc.a, tc.b, got, tc.want)
+		}
+	}
+}
