@@ -476,8 +476,9 @@ func WithSealed(fields ...string) PublishOption {
 
 // Publish signs d as the next version of its slot (owner = this node, kind,
 // name), stores it durably, announces it on gossip and queues the DHT
-// record, index and capability keys. Seq is chosen by the service (one more
-// than the last version) unless d.Seq is higher; Issued and Expires are set
+// record, index and capability keys. Seq is chosen by the service (the
+// larger of the Unix time in seconds and one more than the last version)
+// unless d.Seq is higher; Issued and Expires are set
 // from the configured TTL. d is not modified.
 func (s *Service) Publish(ctx context.Context, d *Descriptor, opts ...PublishOption) (*Signed, error) {
 	var pc publishConfig
@@ -536,10 +537,11 @@ func (s *Service) publish(ctx context.Context, d *Descriptor, pc publishConfig) 
 func (s *Service) signAndAnnounce(ctx context.Context, rec *ownRecord, prev *ownRecord) (*Signed, error) {
 	t := rec.Template
 	now := s.now()
-	seq := t.Seq
-	if seq == 0 {
-		seq = 1
-	}
+	// The sequence is at least the Unix time in seconds: if the store is
+	// lost (but the identity kept), the next version still outranks what
+	// the DHT and other peers hold, instead of being ignored as a replay
+	// until the old one expires.
+	seq := max(t.Seq, uint64(max(now.Unix(), 1)))
 	if prev != nil && prev.signed != nil && prev.signed.Seq >= seq {
 		seq = prev.signed.Seq + 1
 	}
