@@ -37,6 +37,7 @@
 //	if err := learn.CheckUpdate(global.NumParams(), u); err != nil {
 //		// exclude this node (errors.Is ErrShape / ErrNonFinite / ErrWeight); the round goes on
 //	}
+//	// optionally also drop finite outliers: learn.Distance(m.Params, global.Params)
 //	params, err := learn.Average(global.NumParams(), accepted) // weighted by samples
 //	global.Params = params
 //
