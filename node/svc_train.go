@@ -39,6 +39,9 @@ func (n *Node) startTrain(ctx context.Context) error {
 	if d := n.DHT(); d != nil {
 		opts = append(opts, train.WithPeerRouting(d))
 	}
+	if ov := n.Overlay(); ov != nil {
+		opts = append(opts, train.WithMap(ov.Snapshot))
+	}
 	tcfg := n.cfg.Services["train"]
 	testset, _ := tcfg["testset"].(string)
 	if testset == "" {

@@ -87,6 +87,7 @@ type RoundRecord struct {
 	CollectMs      int64             `json:"collect_ms"`       // fetching and checking updates
 	AggregateMs    int64             `json:"aggregate_ms"`     // FedAvg
 	EvalMs         int64             `json:"eval_ms"`          // MPVU round trip including its fetch
+	Planner        string            `json:"planner"`          // "mtrce" (routing, on the live map) or "builtin"
 	Report         []byte            `json:"report,omitempty"`
 	Evaluator      string            `json:"evaluator,omitempty"`
 	Time           time.Time         `json:"time"`
@@ -163,6 +164,10 @@ func (s *Service) Submit(ctx context.Context, spec *JobSpec) (*Job, error) {
 		return nil, fmt.Errorf("submit: %w", err)
 	}
 	adm := Admit(spec, cands, evals)
+	if reasons, ok := s.mapAdmit(spec); !ok {
+		adm.OK = false
+		adm.Reasons = append(adm.Reasons, reasons...)
+	}
 	if !adm.OK {
 		return nil, fmt.Errorf("%w: %s", ErrNotAdmitted, joinReasons(adm.Reasons))
 	}
@@ -550,7 +555,7 @@ type posting struct {
 func (s *Service) runRound(ctx context.Context, run *jobRun) (*RoundRecord, error) {
 	s.mu.Lock()
 	j := run.job
-	id, spec, st, round := j.ID, j.Spec, j.Settings, j.Round+1
+	id, spec, st, round, created := j.ID, j.Spec, j.Settings, j.Round+1, j.Created
 	excluded := map[string]string{}
 	for k, v := range j.Excluded {
 		excluded[k] = v
@@ -571,22 +576,27 @@ func (s *Service) runRound(ctx context.Context, run *jobRun) (*RoundRecord, erro
 	if err != nil {
 		return nil, err
 	}
-	all := Choose(cands, 0, st.Seed, round, excluded)
-	chosen := Choose(cands, st.Clients, st.Seed, round, excluded)
-	if len(chosen) == 0 {
-		return nil, fmt.Errorf("round %d: no reachable data node for task %s (%d known, %d excluded)", round, spec.Data.Task, len(cands), len(excluded))
-	}
-	var spare []Candidate
-	for _, c := range all {
-		in := false
-		for _, x := range chosen {
-			if x.Key() == c.Key() {
-				in = true
+	chosen, spare := s.mapChoose(&spec, created, st, round, cands, excluded)
+	rec.Planner = "mtrce"
+	if chosen == nil {
+		rec.Planner = "builtin"
+		all := Choose(cands, 0, st.Seed, round, excluded)
+		chosen = Choose(cands, st.Clients, st.Seed, round, excluded)
+		spare = nil
+		for _, c := range all {
+			in := false
+			for _, x := range chosen {
+				if x.Key() == c.Key() {
+					in = true
+				}
+			}
+			if !in {
+				spare = append(spare, c)
 			}
 		}
-		if !in {
-			spare = append(spare, c)
-		}
+	}
+	if len(chosen) == 0 {
+		return nil, fmt.Errorf("round %d: no reachable data node for task %s (%d known, %d excluded)", round, spec.Data.Task, len(cands), len(excluded))
 	}
 	root, err := cid.Decode(modelStr)
 	if err != nil {

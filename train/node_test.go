@@ -66,11 +66,20 @@ func TestNodeAPI(t *testing.T) {
 	spec := baseSpec()
 	spec.Target.Accuracy = 0.80
 	spec.Data.MinDatasets = 2
+	spec.Settings.Clients = 2
 	var job train.Job
-	nodetest.Eventually(t, 60*time.Second, "job admitted", func() bool {
-		err := client.Call(ctx, http.MethodPost, "/v1/train/jobs", spec, &job)
-		return err == nil
-	})
+	var lastErr error
+	deadline := time.Now().Add(60 * time.Second)
+	for {
+		lastErr = client.Call(ctx, http.MethodPost, "/v1/train/jobs", spec, &job)
+		if lastErr == nil {
+			break
+		}
+		if time.Now().After(deadline) {
+			t.Fatalf("job not admitted in 60s: %v", lastErr)
+		}
+		time.Sleep(100 * time.Millisecond)
+	}
 	// Malformed specs are refused with the key named.
 	bad := map[string]any{"model": map[string]any{"arch": "mnist-2nn"}, "target": map[string]any{"accuracy": 2}, "data": map[string]any{"task": "x"}}
 	if err := client.Call(ctx, http.MethodPost, "/v1/train/jobs", bad, nil); !errors.As(err, &apiErr) || apiErr.Status != http.StatusBadRequest {
@@ -98,6 +107,10 @@ func TestNodeAPI(t *testing.T) {
 	}
 	if got.State != train.StateDone || got.Accuracy < 0.80 || rounds != got.Round {
 		t.Fatalf("job %s %s (%s) accuracy %.4f, %d round events for %d rounds", got.ID, got.State, got.Reason, got.Accuracy, rounds, got.Round)
+	}
+	// With the node's live map, rounds are planned by routing.MTRCE.
+	if p := got.History[0].Planner; p != "mtrce" {
+		t.Errorf("round 1 planned by %q, want mtrce on the live map", p)
 	}
 	resp, err := client.Do(ctx, http.MethodGet, "/v1/train/jobs/"+job.ID+"/model", nil)
 	if err != nil {

@@ -16,6 +16,7 @@ import (
 	"github.com/libp2p/go-libp2p/core/routing"
 
 	"github.com/daitn/daitn/descriptors"
+	"github.com/daitn/daitn/overlay"
 	"github.com/daitn/daitn/taskpool"
 	"github.com/daitn/daitn/transfer"
 )
@@ -50,6 +51,7 @@ type config struct {
 	findTimeout  time.Duration
 	routing      routing.PeerRouting
 	capacity     int
+	snapshot     func() *overlay.Snapshot
 }
 
 // Option configures New.
