@@ -10,6 +10,7 @@ const (
 	EventAdded     EventType = "added"     // a slot we had not seen
 	EventUpdated   EventType = "updated"   // a newer version replaced Prev
 	EventExpired   EventType = "expired"   // it expired and left the cache
+	EventRemoved   EventType = "removed"   // its owner (this node) stopped publishing it
 	EventAnnounced EventType = "announced" // our own records reached the DHT (Desc = last of the batch)
 )
 

@@ -187,6 +187,7 @@ type Service struct {
 	// announced is the last seq per own slot whose DHT record and
 	// capability keys have been put (status for the API and tests).
 	announced map[cid.Cid]uint64
+	reindex   bool // the index must be re-signed even with nothing pending
 
 	ctx       context.Context
 	cancel    context.CancelFunc
@@ -616,8 +617,13 @@ func (s *Service) announceLoop() {
 			}
 			delete(s.pending, slot)
 		}
+		reindex := s.reindex
+		s.reindex = false
 		s.mu.Unlock()
 		if len(todo) == 0 {
+			if reindex {
+				s.putIndex()
+			}
 			continue
 		}
 		s.putIndex()
@@ -834,4 +840,41 @@ func (s *Service) Reveal(slot cid.Cid, field string) (Reveal, error) {
 	}
 	rv.Slot = slot.String()
 	return rv, nil
+}
+
+// Remove stops publishing one of our descriptors: it is no longer
+// republished, leaves our index (so DHT look-ups stop finding it) and our
+// cache. Copies other peers hold stay until they expire — a signed
+// statement cannot be recalled, only left to lapse.
+func (s *Service) Remove(ctx context.Context, slot cid.Cid) error {
+	s.ownMu.Lock()
+	defer s.ownMu.Unlock()
+	s.mu.Lock()
+	r := s.own[slot]
+	s.mu.Unlock()
+	if r == nil {
+		return fmt.Errorf("remove descriptor %s: %w: not one of ours", slot, ErrNotFound)
+	}
+	if err := s.store.Delete(ctx, ownPrefix.ChildString(slot.String())); err != nil {
+		return fmt.Errorf("remove descriptor %s: %w", slot, err)
+	}
+	s.mu.Lock()
+	delete(s.own, slot)
+	if e := s.cache[slot]; e != nil {
+		delete(s.cache, slot)
+		delete(s.byVer, e.s.ID)
+		s.emitLocked(Event{Type: EventRemoved, Desc: e.s, Source: SourceLocal})
+	}
+	s.mu.Unlock()
+	if s.cfg.DHT {
+		// An empty pending batch still re-signs the index without the slot.
+		s.mu.Lock()
+		s.reindex = true
+		s.mu.Unlock()
+		select {
+		case s.kick <- struct{}{}:
+		default:
+		}
+	}
+	return nil
 }

@@ -504,3 +504,49 @@ func TestFindQueryErrors(t *testing.T) {
 	}
 	_ = peer.ID("")
 }
+
+// TestRemove: a removed descriptor leaves our own list, cache and DHT index,
+// so DHT look-ups from others stop finding it.
+func TestRemove(t *testing.T) {
+	nw := p2ptest.New(t, 3, p2ptest.WithValidator(RecordNamespace, RecordValidator{}))
+	svcs := startAll(t, nw)
+	ctx := context.Background()
+	keep, err := svcs[0].Publish(ctx, sample(KindModel, "keep"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	drop, err := svcs[0].Publish(ctx, sample(KindModel, "drop"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	waitAnnounced(t, svcs[0], drop)
+	waitAnnounced(t, svcs[0], keep)
+	findsOnAll(t, svcs, 0, Query{Kind: KindModel, Name: "drop"}, FindOptions{UseDHT: true}, drop, 20*time.Second)
+	events := svcs[0].Subscribe(ctx)
+	if err := svcs[0].Remove(ctx, drop.Slot); err != nil {
+		t.Fatal(err)
+	}
+	if err := svcs[0].Remove(ctx, drop.Slot); !errors.Is(err, ErrNotFound) {
+		t.Fatalf("second remove: %v", err)
+	}
+	if ev := <-events; ev.Type != EventRemoved || ev.Desc.Slot != drop.Slot {
+		t.Fatalf("event %+v", ev)
+	}
+	if own := svcs[0].Own(); len(own) != 1 || own[0].Name != "keep" {
+		t.Fatalf("own after remove: %v", own)
+	}
+	// A fresh seeker (empty cache) reads the re-signed index: only "keep".
+	fresh, err := New(ctx, nw.Peers[2].Host, nil, nw.Peers[2].DHT, nil, WithLogger(quietLogger()), WithFindTimeout(3*time.Second))
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer fresh.Close()
+	_ = svcs[2].Close()
+	p2ptest.Eventually(t, 20*time.Second, "index without the removed slot", func() bool {
+		res, _ := fresh.Find(ctx, Query{Kind: KindModel}, FindOptions{UseDHT: true})
+		fresh.mu.Lock()
+		delete(fresh.cache, drop.Slot)
+		fresh.mu.Unlock()
+		return len(res) == 1 && res[0].Desc.Name == "keep"
+	})
+}

@@ -25,6 +25,7 @@ import (
 //	POST /v1/descriptors/update       re-measure and republish a data descriptor
 //	GET  /v1/descriptors              own descriptors (?all=1: everything known)
 //	GET  /v1/descriptors/{id}         one descriptor by slot or version id (?a2a=1: Agent Card)
+//	DELETE /v1/descriptors/{id}       stop publishing one of ours
 //	GET  /v1/descriptors/{id}/reveal  a reveal of a sealed field of ours (?field=)
 //	POST /v1/descriptors/verify       check a reveal against the descriptor it opens
 //	GET  /v1/find                     search (kind, task, skill, modality, role, name,
@@ -208,6 +209,23 @@ func registerDescriptorAPI(n *Node, svc *descriptors.Service) {
 			return
 		}
 		oam.WriteJSON(w, http.StatusOK, sd)
+	})
+	api.Handle("DELETE /v1/descriptors/{id}", func(w http.ResponseWriter, r *http.Request) {
+		id, err := cid.Decode(r.PathValue("id"))
+		if err != nil {
+			oam.WriteError(w, http.StatusBadRequest, fmt.Errorf("descriptor id %q is not a CID", r.PathValue("id")))
+			return
+		}
+		sd, err := svc.Get(r.Context(), id)
+		if err != nil {
+			oam.WriteError(w, descriptorStatus(err), err)
+			return
+		}
+		if err := svc.Remove(r.Context(), sd.Slot); err != nil {
+			oam.WriteError(w, descriptorStatus(err), err)
+			return
+		}
+		oam.WriteJSON(w, http.StatusOK, DescriptorSummaryOf(sd, descriptors.SourceLocal))
 	})
 	api.Handle("GET /v1/descriptors/{id}/reveal", func(w http.ResponseWriter, r *http.Request) {
 		id, err := cid.Decode(r.PathValue("id"))

@@ -394,7 +394,27 @@ model descriptor as an A2A Agent Card (JSON) for agent tools.`,
 			return printJSON(cmd, out.Descriptor)
 		},
 	}
-	c.AddCommand(show, ls, publish, reveal, verify)
+	rm := &cobra.Command{
+		Use:   "rm ID",
+		Short: "Stop publishing one of this node's descriptors (others' copies lapse at expiry)",
+		Args:  cobra.ExactArgs(1),
+		RunE: func(cmd *cobra.Command, args []string) error {
+			api, err := apiFromCmd(cmd)
+			if err != nil {
+				return err
+			}
+			var sum node.DescriptorSummary
+			if err := api.Call(cmd.Context(), http.MethodDelete, "/v1/descriptors/"+url.PathEscape(args[0]), nil, &sum); err != nil {
+				return err
+			}
+			if jsonOutput(cmd) {
+				return printJSON(cmd, sum)
+			}
+			fmt.Fprintf(cmd.OutOrStdout(), "removed %s %q (slot %s)\n", sum.Kind, sum.Name, sum.Slot)
+			return nil
+		},
+	}
+	c.AddCommand(show, ls, publish, reveal, verify, rm)
 	return c
 }
 
