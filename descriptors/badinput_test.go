@@ -194,3 +194,43 @@ func TestServiceIgnoresBadInput(t *testing.T) {
 		t.Fatalf("Select(v1, v2, v1) = %d, %v", i, err)
 	}
 }
+
+// TestHostilePeerLosesScore: a peer that floods the descriptor topic with
+// forged and junk descriptors is Rejected, its GossipSub score falls below
+// zero on the honest node, and nothing it sent reaches the cache.
+func TestHostilePeerLosesScore(t *testing.T) {
+	nw := p2ptest.New(t, 2, p2ptest.WithPubSub())
+	honest := startAll(t, &p2ptest.Net{Peers: nw.Peers[:1]})[0]
+	hostile := nw.Peers[1]
+	topic, err := hostile.PubSub.Join(Topic) // no validator: it sends what it likes
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer topic.Close()
+	hsub, err := topic.Subscribe()
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer hsub.Cancel()
+	p2ptest.Eventually(t, 10*time.Second, "hostile peer in topic", func() bool {
+		return len(honest.topic.ListPeers()) == 1
+	})
+	_, _, cases := badInputs(t)
+	ctx := context.Background()
+	for i := 0; i < 3; i++ {
+		for _, c := range cases {
+			if len(c.raw) == 0 || len(c.raw) > MaxEnvelopeSize || errors.Is(c.wantErr, ErrExpired) {
+				continue
+			}
+			if err := topic.Publish(ctx, c.raw); err != nil {
+				t.Fatal(err)
+			}
+		}
+	}
+	p2ptest.Eventually(t, 15*time.Second, "hostile peer's score below zero", func() bool {
+		return nw.Peers[0].Score(hostile.Host.ID()) < 0
+	})
+	if n := len(honest.Snapshot()); n != 0 {
+		t.Fatalf("honest cache holds %d descriptors from the hostile peer", n)
+	}
+}
