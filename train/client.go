@@ -784,6 +784,11 @@ func (s *Service) runRound(ctx context.Context, run *jobRun) (*RoundRecord, erro
 		if err == nil {
 			m, _, err = s.fetchModel(ctx, up, spec.Model.Arch, from)
 		}
+		// A node's weight in the average is the samples it trained on,
+		// which cannot exceed what its signed descriptor says it holds.
+		if err == nil && d.p.cand.Samples > 0 && int64(d.res.Samples) > d.p.cand.Samples {
+			err = fmt.Errorf("claims %d samples, its dataset descriptor says %d: %w", d.res.Samples, d.p.cand.Samples, learn.ErrWeight)
+		}
 		if err == nil {
 			err = learn.CheckUpdate(global.NumParams(), learn.Update{From: from.String(), Params: m.Params, Weight: float64(d.res.Samples)})
 		}

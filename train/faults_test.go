@@ -59,6 +59,13 @@ func nanUpdate(m *learn.Model) []byte {
 	return b
 }
 
+// inflated is a valid model; the hostile handler claims far more samples
+// than the node's dataset holds, to dominate the weighted average.
+func inflated(m *learn.Model) []byte {
+	b, _ := learn.Marshal(m)
+	return b
+}
+
 func wrongDims(_ *learn.Model) []byte {
 	m, _ := learn.New(learn.LogReg, 1)
 	b, _ := learn.Marshal(m)
@@ -71,17 +78,18 @@ func wrongDims(_ *learn.Model) []byte {
 // excluded, the rounds go on without the dead node, and the restarted
 // client resumes from its checkpoint and finishes.
 func TestFederationFaults(t *testing.T) {
-	cfg := fedConfig{data: 5, lease: 2 * time.Second, testLimit: 3000}
+	cfg := fedConfig{data: 6, lease: 2 * time.Second, testLimit: 3000}
 	_, data, client := startFed(t, cfg)
 	hostile(t, data[0], nanUpdate)
 	hostile(t, data[1], wrongDims)
+	hostile(t, data[5], inflated)
 	victim := data[2]
 
 	ctx, cancel := context.WithTimeout(context.Background(), 4*time.Minute)
 	defer cancel()
 	spec := baseSpec()
 	spec.Target.Accuracy = 0.88
-	spec.Settings.Clients = 5
+	spec.Settings.Clients = 6
 	job, err := client.st.Train.Submit(ctx, spec)
 	if err != nil {
 		t.Fatal(err)
@@ -103,7 +111,7 @@ func TestFederationFaults(t *testing.T) {
 	if _, ok := r1.Failed[victim.nd.ID().String()]; !ok {
 		t.Errorf("round 1 did not record the dead node %s as failed: %v", victim.nd.ID(), r1.Failed)
 	}
-	for _, h := range data[:2] {
+	for _, h := range []*fedNode{data[0], data[1], data[5]} {
 		why, ok := j.Excluded[h.nd.ID().String()]
 		if !ok {
 			t.Errorf("hostile node %s not excluded: %v", h.nd.ID(), j.Excluded)
@@ -116,6 +124,9 @@ func TestFederationFaults(t *testing.T) {
 	if !strings.Contains(j.Excluded[data[0].nd.ID().String()], learn.ErrNonFinite.Error()) &&
 		!strings.Contains(j.Excluded[data[0].nd.ID().String()], "non-finite") {
 		t.Errorf("NaN sender excluded for %q, want a non-finite parameter error", j.Excluded[data[0].nd.ID().String()])
+	}
+	if why := j.Excluded[data[5].nd.ID().String()]; !strings.Contains(why, "claims 100000 samples") {
+		t.Errorf("inflated sender excluded for %q, want the sample claim named", why)
 	}
 	if len(r1.Nodes) != 2 || r1.Accuracy <= 0 {
 		t.Errorf("round 1 averaged %d updates with accuracy %.4f, want the 2 honest ones and a signed accuracy", len(r1.Nodes), r1.Accuracy)
@@ -141,7 +152,7 @@ func TestFederationFaults(t *testing.T) {
 			t.Fatalf("history round %d at index %d: rounds must be consecutive after a resume", r.Round, i)
 		}
 		for _, n := range r.Nodes {
-			if n == data[0].nd.ID().String() || n == data[1].nd.ID().String() {
+			if n == data[0].nd.ID().String() || n == data[1].nd.ID().String() || n == data[5].nd.ID().String() {
 				t.Fatalf("round %d averaged an update of excluded node %s", r.Round, n)
 			}
 		}
