@@ -107,13 +107,16 @@ type Service struct {
 
 type senderState struct {
 	lastIssued int64
-	tokens     float64
-	refilled   time.Time
+	staleSince time.Time
+	stale      int
 }
 
-// floodBurst is how many beacons one sender may have accepted back to back
-// before the token bucket (refilled one per flood gap) rejects more.
-const floodBurst = 5
+// An honest sender's stale beacons come from reordering, a few per window
+// at most; more is a flood.
+const (
+	staleWindow       = time.Minute
+	maxStalePerWindow = 30
+)
 
 // snapshotMaxStale is how long an unchanged snapshot is handed out again
 // before a fresh one (with current ages) is built.
@@ -284,11 +287,9 @@ func (s *Service) Subscribe(ctx context.Context) <-chan Event {
 	s.nextSub++
 	s.subs[id] = ch
 	s.mu.Unlock()
-	s.run(func() {
-		select {
-		case <-ctx.Done():
-		case <-s.ctx.Done():
-		}
+	// Close closes every remaining subscription; this only handles a
+	// subscriber that leaves early.
+	context.AfterFunc(ctx, func() {
 		s.mu.Lock()
 		if c, ok := s.subs[id]; ok {
 			close(c)
@@ -396,22 +397,26 @@ func (s *Service) validate(_ context.Context, _ peer.ID, msg *pubsub.Message) pu
 	defer s.vmu.Unlock()
 	st := s.senders[sb.From]
 	if st == nil {
-		st = &senderState{tokens: floodBurst, refilled: now}
+		st = &senderState{}
 		s.senders[sb.From] = st
 	}
-	// The bucket comes first: it counts every distinct, correctly signed
-	// beacon of this origin (pubsub already dropped exact duplicates), so a
-	// flood cannot hide behind "stale" by sending ever older issued times.
-	// An honest origin sends at most one per min interval and never drains it.
-	st.tokens = min(floodBurst, st.tokens+float64(now.Sub(st.refilled))/float64(s.cfg.floodGap))
-	st.refilled = now
-	if st.tokens < 1 {
-		s.rejected.Add(1)
-		s.log.Debug("reject beacon", "from", sb.From, "err", "flood: too many beacons arriving")
-		return pubsub.ValidationReject
-	}
-	st.tokens--
+	// Flood control rests on content, not arrival times: under load GossipSub
+	// delivers an honest sender's beacons in bursts, and a rule on arrival
+	// would penalise the honest peers relaying them. Issued times must grow
+	// by at least the flood gap and may not run ahead of the clock, so a
+	// sender gets at most one accepted beacon per gap however it times them.
 	if sb.Beacon.Issued <= st.lastIssued {
+		// Reordering makes an honest sender's older beacon arrive late now
+		// and then; a stream of them is a flood hiding behind "stale".
+		if now.Sub(st.staleSince) > staleWindow {
+			st.staleSince, st.stale = now, 0
+		}
+		st.stale++
+		if st.stale > maxStalePerWindow {
+			s.rejected.Add(1)
+			s.log.Debug("reject beacon", "from", sb.From, "err", "flood: too many stale beacons")
+			return pubsub.ValidationReject
+		}
 		s.ignored.Add(1)
 		s.log.Debug("ignore beacon", "from", sb.From, "err", "not newer than the last one", "issued", sb.Beacon.Issued, "last", st.lastIssued)
 		return pubsub.ValidationIgnore
@@ -709,7 +714,7 @@ func (s *Service) sweep(now time.Time) {
 	s.vmu.Lock()
 	cutoff := now.Add(-MaxTTL - MaxClockSkew).UnixMilli()
 	for id, st := range s.senders {
-		if st.lastIssued < cutoff && now.Sub(st.refilled) > MaxTTL {
+		if st.lastIssued < cutoff {
 			delete(s.senders, id)
 		}
 	}
