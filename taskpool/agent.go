@@ -57,6 +57,7 @@ type Agent struct {
 
 	mu         sync.Mutex
 	candidates map[string]*Task // key poster/id
+	order      map[string]uint64 // per-agent tie-break among candidates of a tier
 	pending    map[string]int64 // outstanding bids: key → give up at (ms)
 	active     map[string]context.CancelFunc
 }
@@ -96,7 +97,7 @@ func (s *Service) RunAgent(cfg AgentConfig) (*Agent, error) {
 		return nil, fmt.Errorf("agent: price %v, want >= 0", cfg.Price)
 	}
 	a := &Agent{s: s, cfg: cfg, kick: make(chan struct{}, 1),
-		candidates: map[string]*Task{}, pending: map[string]int64{}, active: map[string]context.CancelFunc{}}
+		candidates: map[string]*Task{}, order: map[string]uint64{}, pending: map[string]int64{}, active: map[string]context.CancelFunc{}}
 	a.ctx, a.cancel = context.WithCancel(s.ctx)
 	s.mu.Lock()
 	if _, err := s.joinPoolLocked(cfg.Pool); err != nil {
@@ -176,6 +177,12 @@ func (a *Agent) onPosting(t *Task) {
 	}
 	if old, ok := a.candidates[k]; !ok || old.Repost < t.Repost {
 		a.candidates[k] = t
+		if !ok {
+			f := fnv.New64a()
+			f.Write([]byte(a.s.self))
+			f.Write([]byte(k))
+			a.order[k] = f.Sum64()
+		}
 		if ok && old.Repost < t.Repost {
 			// A repost is a new round: an old bid no longer counts.
 			delete(a.pending, k)
@@ -216,12 +223,12 @@ func (a *Agent) bidSome() {
 	for k, until := range a.pending {
 		if now > until {
 			delete(a.pending, k)
-			delete(a.candidates, k)
+			a.forgetLocked(k)
 		}
 	}
 	for k, t := range a.candidates {
 		if t.Deadline <= now {
-			delete(a.candidates, k)
+			a.forgetLocked(k)
 		}
 	}
 	room := a.cfg.Capacity + a.cfg.BidAhead - len(a.active) - len(a.pending)
@@ -235,15 +242,11 @@ func (a *Agent) bidSome() {
 		h uint64
 	}
 	var cs []cand
-	self := a.s.self.String()
 	for k, t := range a.candidates {
 		if _, ok := a.pending[k]; ok {
 			continue
 		}
-		f := fnv.New64a()
-		f.Write([]byte(self))
-		f.Write([]byte(k))
-		cs = append(cs, cand{k, t, f.Sum64()})
+		cs = append(cs, cand{k, t, a.order[k]})
 	}
 	sort.Slice(cs, func(i, j int) bool {
 		if ri, rj := cs[i].t.Tier.rank(), cs[j].t.Tier.rank(); ri != rj {
@@ -332,7 +335,7 @@ func (a *Agent) BidOn(ctx context.Context, poster peer.ID, taskID string, price 
 func (a *Agent) drop(k string) {
 	a.mu.Lock()
 	delete(a.pending, k)
-	delete(a.candidates, k)
+	a.forgetLocked(k)
 	a.mu.Unlock()
 	a.poke()
 }
@@ -401,7 +404,7 @@ func (a *Agent) accept(asg *Assignment, env []byte) *wireMsg {
 		return reply(codeDeclined, "agent could not store the assignment")
 	}
 	delete(a.pending, k)
-	delete(a.candidates, k)
+	a.forgetLocked(k)
 	ctx, cancel := context.WithDeadline(a.ctx, t.DeadlineTime())
 	a.active[k] = cancel
 	a.mu.Unlock()
@@ -531,7 +534,7 @@ func (s *Service) onLost(remote peer.ID, m *wireMsg) *wireMsg {
 		a.mu.Lock()
 		_, ok := a.pending[k]
 		delete(a.pending, k)
-		delete(a.candidates, k)
+		a.forgetLocked(k)
 		a.mu.Unlock()
 		if ok {
 			a.poke()
@@ -683,4 +686,9 @@ func truncate(s string, n int) string {
 		return s
 	}
 	return s[:n]
+}
+
+func (a *Agent) forgetLocked(k string) {
+	delete(a.candidates, k)
+	delete(a.order, k)
 }

@@ -27,7 +27,7 @@ var quiet = slog.New(slog.NewTextHandler(io.Discard, nil))
 func testOpts(extra ...Option) []Option {
 	return append([]Option{
 		WithLogger(quiet),
-		WithTick(5 * time.Millisecond),
+		WithTick(20 * time.Millisecond),
 		WithRetryInterval(50 * time.Millisecond),
 		WithCallTimeout(5 * time.Second),
 		WithDefaults(2*time.Second, 50*time.Millisecond, time.Minute),

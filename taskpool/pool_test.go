@@ -18,11 +18,20 @@ import (
 
 // TestPolicies20Agents300Tasks: every task finishes exactly once under each
 // policy, and under best the winner is the top of the stated score.
+//
+// With -short (the -race CI budget) first runs at full size and best and
+// approve with 60 tasks; without -short all three run 300.
 func TestPolicies20Agents300Tasks(t *testing.T) {
-	const agents, tasks = 20, 300
+	const agents = 20
 	for _, pol := range []Policy{First, Best, Approve} {
 		t.Run(string(pol), func(t *testing.T) {
-			nw, ss := services(t, agents+1)
+			tasks := 300
+			if testing.Short() && pol != First {
+				tasks = 60
+			}
+			// Leases are not under test here: long enough that a starved
+			// CI machine does not expire them.
+			nw, ss := services(t, agents+1, WithDefaults(20*time.Second, 50*time.Millisecond, 5*time.Minute))
 			poster := ss[0]
 			log := newRunLog()
 			for i := 1; i <= agents; i++ {
@@ -71,7 +80,7 @@ func TestPolicies20Agents300Tasks(t *testing.T) {
 				}
 				ids = append(ids, tk.ID)
 			}
-			p2ptest.Eventually(t, 80*time.Second, "all tasks done", func() bool {
+			p2ptest.Eventually(t, 4*time.Minute, "all tasks done", func() bool {
 				for _, id := range ids {
 					st, err := poster.Status(id)
 					if err != nil || st.State != StateDone {
@@ -81,13 +90,26 @@ func TestPolicies20Agents300Tasks(t *testing.T) {
 				return true
 			})
 			holders := map[peer.ID]int{}
+			retried := 0
 			for i, id := range ids {
 				st, _ := poster.Status(id)
 				runs := log.get(id)
 				if len(runs) != 1 {
 					t.Fatalf("task %s ran %d times: %v", id, len(runs), runs)
 				}
-				if len(st.History) != 1 || st.Result == nil || st.Result.Agent != runs[0].String() {
+				// An offer that got no answer in time (a starved CI machine)
+				// is assigned under lease; if the agent had not taken it, the
+				// lease expires and the task is reassigned. Only then may a
+				// task have more than one attempt.
+				for _, a := range st.History[:len(st.History)-1] {
+					if a.Outcome != "lease expired" {
+						t.Fatalf("task %s: history %+v", id, st.History)
+					}
+				}
+				if len(st.History) > 1 {
+					retried++
+				}
+				if st.Result == nil || st.Result.Agent != runs[0].String() {
 					t.Fatalf("task %s: history %+v result %+v, ran on %s", id, st.History, st.Result, runs[0])
 				}
 				if want := "done:" + fmt.Sprint(i); string(st.Result.Output) != want {
@@ -98,10 +120,10 @@ func TestPolicies20Agents300Tasks(t *testing.T) {
 					checkBestRanking(t, st)
 				}
 			}
-			if got := poster.Stats().ResultsApplied; got != tasks {
+			if got := poster.Stats().ResultsApplied; got != int64(tasks) {
 				t.Fatalf("results applied %d, want %d", got, tasks)
 			}
-			t.Logf("%s: %d agents did work: %v", pol, len(holders), holders)
+			t.Logf("%s: %d agents did work, %d tasks needed a second lease", pol, len(holders), retried)
 		})
 	}
 }
