@@ -56,9 +56,9 @@ type Agent struct {
 	kick      chan struct{}
 
 	mu         sync.Mutex
-	candidates map[string]*Task // key poster/id
+	candidates map[string]*Task  // key poster/id
 	order      map[string]uint64 // per-agent tie-break among candidates of a tier
-	pending    map[string]int64 // outstanding bids: key → give up at (ms)
+	pending    map[string]int64  // outstanding bids: key → give up at (ms)
 	active     map[string]context.CancelFunc
 }
 
