@@ -75,6 +75,7 @@ type item struct {
 	wantType wire.Type // for manifests below the root: what the parent says
 	wantSize uint64
 	holders  map[peer.ID]bool
+	got      bool // a verified copy is being stored or processed
 	done     bool
 }
 
@@ -94,11 +95,14 @@ type worker struct {
 	missing map[cid.Cid]bool
 	bytes   int // requested, not yet received
 	serving bool
+	haveOK  chan struct{} // closed when the peer says it has the root
 	stats   *PeerStats
 	fault   bool // misbehaved: never again in this fetch
+	dead    bool // workerDone ran: its sender must not claim more
 }
 
 type peerState struct {
+	failedAt time.Time // when its last worker ended
 	next     time.Time
 	backoff  time.Duration
 	excluded bool
@@ -289,7 +293,14 @@ func (f *fetch) loop() error {
 		}()
 	}
 	scan := func() {
+		s.log.Debug("fetch: looking for holders", "root", f.root, "connected", len(s.h.Network().Peers()), "workers", f.activeWorkers())
 		for _, p := range f.opts.Providers {
+			f.startWorker(p)
+		}
+		// Peers that served this fetch before are asked again even when
+		// the connection is gone (a holder that restarted): the dial uses
+		// the addresses in the peerstore, and back-off keeps it cheap.
+		for _, p := range f.pastServers() {
 			f.startWorker(p)
 		}
 		if f.opts.onlyProviders {
@@ -459,7 +470,8 @@ func (f *fetch) startWorker(p peer.ID) {
 		ps = &peerState{backoff: time.Second}
 		f.peers[p] = ps
 	}
-	if ps.excluded || time.Now().Before(ps.next) {
+	if ps.excluded || time.Now().Before(ps.next) && !f.reconnected(p, ps.failedAt) {
+		f.s.log.Debug("fetch: not asking peer yet", "peer", p, "excluded", ps.excluded, "retry_in", time.Until(ps.next))
 		return
 	}
 	st := f.stats[p]
@@ -475,14 +487,38 @@ func (f *fetch) startWorker(p peer.ID) {
 	go f.runWorker(w)
 }
 
+func (f *fetch) pastServers() []peer.ID {
+	f.mu.Lock()
+	defer f.mu.Unlock()
+	var out []peer.ID
+	for p, st := range f.stats {
+		if st.Blocks > 0 && !f.peers[p].excluded {
+			out = append(out, p)
+		}
+	}
+	return out
+}
+
+// reconnected reports whether p has a connection opened after t: a holder
+// that restarted is worth asking again at once, whatever its back-off.
+func (f *fetch) reconnected(p peer.ID, t time.Time) bool {
+	for _, c := range f.s.h.Network().ConnsToPeer(p) {
+		if c.Stat().Opened.After(t) {
+			return true
+		}
+	}
+	return false
+}
+
 // workerDone returns what w had asked for to the queue.
 func (f *fetch) workerDone(w *worker, err error) {
 	w.cancel()
 	f.mu.Lock()
+	w.dead = true
 	for c, it := range w.asked {
 		delete(it.holders, w.p)
 		delete(w.asked, c)
-		if !it.done && len(it.holders) == 0 {
+		if !it.done && !it.got && len(it.holders) == 0 {
 			f.queue = append([]*item{it}, f.queue...)
 		}
 	}
@@ -494,8 +530,9 @@ func (f *fetch) workerDone(w *worker, err error) {
 	if err != nil && w.stats.Err == "" && f.ctx.Err() == nil {
 		w.stats.Err = err.Error()
 	}
-	ps.next = time.Now().Add(ps.backoff)
-	if ps.backoff < 8*time.Second {
+	ps.failedAt = time.Now()
+	ps.next = ps.failedAt.Add(ps.backoff)
+	if ps.backoff < 4*time.Second {
 		ps.backoff *= 2
 	}
 	if w.serving && err == nil {
@@ -538,6 +575,9 @@ func (f *fetch) wakeAll() {
 func (f *fetch) next(w *worker, max int) []*item {
 	f.mu.Lock()
 	defer f.mu.Unlock()
+	if w.dead {
+		return nil
+	}
 	window := f.s.cfg.Window
 	var out []*item
 	take := func(it *item) {
@@ -551,7 +591,7 @@ func (f *fetch) next(w *worker, max int) []*item {
 		it := f.queue[0]
 		f.queue = f.queue[1:]
 		switch {
-		case it.done || len(it.holders) > 0:
+		case it.done || it.got || len(it.holders) > 0:
 		case w.missing[it.c]:
 			skipped = append(skipped, it)
 		default:
@@ -566,7 +606,7 @@ func (f *fetch) next(w *worker, max int) []*item {
 			if len(out) >= 4 {
 				break
 			}
-			if !it.done && len(it.holders) == 1 && !it.holders[w.p] && !w.missing[it.c] {
+			if !it.done && !it.got && len(it.holders) == 1 && !it.holders[w.p] && !w.missing[it.c] {
 				take(it)
 			}
 		}
@@ -577,6 +617,7 @@ func (f *fetch) next(w *worker, max int) []*item {
 func (f *fetch) runWorker(w *worker) {
 	defer f.wg.Done()
 	err := f.work(w)
+	f.s.log.Debug("fetch worker ended", "root", f.root, "peer", w.p, "serving", w.serving, "err", err)
 	f.workerDone(w, err)
 }
 
@@ -587,7 +628,10 @@ func (f *fetch) work(w *worker) error {
 	tag := "daitn-transfer-" + f.root.String()
 	s.h.ConnManager().Protect(w.p, tag)
 	defer s.h.ConnManager().Unprotect(w.p, tag)
-	str, err := s.h.NewStream(w.ctx, w.p, wire.Protocol)
+	s.log.Debug("fetch worker start", "root", f.root, "peer", w.p)
+	octx, ocancel := context.WithTimeout(w.ctx, 15*time.Second)
+	str, err := s.h.NewStream(octx, w.p, wire.Protocol)
+	ocancel()
 	if err != nil {
 		return fmt.Errorf("open stream to %s: %w", w.p, err)
 	}
@@ -601,49 +645,35 @@ func (f *fetch) work(w *worker) error {
 	defer stop()
 	br := bufio.NewReaderSize(str, 64<<10)
 	bw := bufio.NewWriterSize(str, 8<<10)
-	_ = str.SetDeadline(time.Now().Add(10 * time.Second))
-	if err := wire.WriteRequest(bw, &wire.Request{Kind: wire.KindHave, Root: f.root}); err != nil {
-		_ = str.Reset()
-		return fmt.Errorf("ask %s for %s: %w", w.p, f.root, err)
+	// Ask "have you got it?" and, if nobody is fetching the root manifest
+	// yet, ask for it in the same flight: a small model then arrives in two
+	// round trips instead of three. The answers may come in either order.
+	_ = str.SetWriteDeadline(time.Now().Add(10 * time.Second))
+	err = wire.WriteRequest(bw, &wire.Request{Kind: wire.KindHave, Root: f.root})
+	if rootItem := f.claimRoot(w); err == nil && rootItem != nil {
+		err = wire.WriteRequest(bw, &wire.Request{Kind: wire.KindWant, Root: f.root, CIDs: []cid.Cid{f.root}})
 	}
-	if err := bw.Flush(); err != nil {
-		_ = str.Reset()
-		return fmt.Errorf("ask %s for %s: %w", w.p, f.root, err)
+	if err == nil {
+		err = bw.Flush()
 	}
-	hdr := make([]byte, 0, wire.MaxResponseHeader)
-	resp, err := wire.ReadResponse(br, hdr)
 	if err != nil {
 		_ = str.Reset()
 		return fmt.Errorf("ask %s for %s: %w", w.p, f.root, err)
 	}
-	if resp.Kind != wire.KindHaveResp || !resp.CID.Equals(f.root) {
-		f.fault(w, fmt.Sprintf("answered a have request with kind %d for %s", resp.Kind, resp.CID))
-		_ = str.Reset()
-		return errors.New("protocol violation")
-	}
-	switch resp.Have {
-	case wire.HaveRefused:
-		f.mu.Lock()
-		f.peers[w.p].refused = "root " + f.root.String() + " is private and this node is not on its allow-list"
-		f.mu.Unlock()
-		_ = str.Close()
-		return ErrRefused
-	case wire.HaveNone:
-		_ = str.Close()
-		return nil
-	}
-	_ = str.SetDeadline(time.Time{})
-	f.mu.Lock()
-	w.serving = true
-	f.served = true
-	f.mu.Unlock()
-	f.notify()
+	hdr := make([]byte, 0, wire.MaxResponseHeader)
+	w.haveOK = make(chan struct{})
 
 	// Sender: keeps the window full.
 	sendErr := make(chan error, 1)
 	f.wg.Add(1)
 	go func() {
 		defer f.wg.Done()
+		select { // nothing more is asked before the peer says it has the root
+		case <-w.haveOK:
+		case <-w.ctx.Done():
+			sendErr <- nil
+			return
+		}
 		for {
 			batch := f.next(w, 256)
 			if len(batch) == 0 {
@@ -685,7 +715,11 @@ func (f *fetch) work(w *worker) error {
 
 func (f *fetch) readLoop(w *worker, str network.Stream, br *bufio.Reader, hdr []byte) error {
 	for {
-		_ = str.SetReadDeadline(time.Now().Add(idleTimeout / 4))
+		deadline := idleTimeout / 4
+		if !w.serving {
+			deadline = 10 * time.Second // for the answer to "have you got it?"
+		}
+		_ = str.SetReadDeadline(time.Now().Add(deadline))
 		resp, err := wire.ReadResponse(br, hdr)
 		if err != nil {
 			f.mu.Lock()
@@ -699,6 +733,12 @@ func (f *fetch) readLoop(w *worker, str network.Stream, br *bufio.Reader, hdr []
 				f.fault(w, err.Error())
 			}
 			return fmt.Errorf("read from %s: %w", w.p, err)
+		}
+		if resp.Kind == wire.KindHaveResp {
+			if done, err := f.onHave(w, resp); done || err != nil {
+				return err
+			}
+			continue
 		}
 		f.mu.Lock()
 		it := w.asked[resp.CID]
@@ -761,7 +801,7 @@ func (f *fetch) readLoop(w *worker, str network.Stream, br *bufio.Reader, hdr []
 			if resp.Kind == wire.KindNotFound {
 				w.missing[it.c] = true
 			}
-			if !it.done && len(it.holders) == 0 {
+			if !it.done && !it.got && len(it.holders) == 0 {
 				f.queue = append(f.queue, it)
 			}
 			f.mu.Unlock()
@@ -770,14 +810,14 @@ func (f *fetch) readLoop(w *worker, str network.Stream, br *bufio.Reader, hdr []
 			f.mu.Lock()
 			f.peers[w.p].refused = resp.Msg
 			f.peers[w.p].excluded = true
-			if !it.done && len(it.holders) == 0 {
+			if !it.done && !it.got && len(it.holders) == 0 {
 				f.queue = append(f.queue, it)
 			}
 			f.mu.Unlock()
 			return fmt.Errorf("%s refused %s: %s: %w", w.p, it.c, resp.Msg, ErrRefused)
 		default:
 			f.mu.Lock()
-			if !it.done && len(it.holders) == 0 {
+			if !it.done && !it.got && len(it.holders) == 0 {
 				f.queue = append(f.queue, it)
 			}
 			f.mu.Unlock()
@@ -786,11 +826,50 @@ func (f *fetch) readLoop(w *worker, str network.Stream, br *bufio.Reader, hdr []
 	}
 }
 
+// claimRoot gives the root manifest to w if no one is fetching it yet.
+func (f *fetch) claimRoot(w *worker) *item {
+	f.mu.Lock()
+	defer f.mu.Unlock()
+	it := f.items[f.root]
+	if w.dead || it == nil || it.done || it.got || len(it.holders) > 0 {
+		return nil
+	}
+	it.holders[w.p] = true
+	w.asked[it.c] = it
+	w.bytes += it.est()
+	return it
+}
+
+// onHave handles the answer to the have request: done means the worker
+// should stop (the peer does not have the root or refuses it).
+func (f *fetch) onHave(w *worker, resp *wire.Response) (bool, error) {
+	if !resp.CID.Equals(f.root) || w.serving {
+		f.fault(w, fmt.Sprintf("unexpected have answer for %s", resp.CID))
+		return true, errors.New("protocol violation: unexpected have answer")
+	}
+	switch resp.Have {
+	case wire.HaveRefused:
+		f.mu.Lock()
+		f.peers[w.p].refused = "root " + f.root.String() + " is private and this node is not on its allow-list"
+		f.mu.Unlock()
+		return true, ErrRefused
+	case wire.HaveNone:
+		return true, nil
+	}
+	f.mu.Lock()
+	w.serving = true
+	f.served = true
+	f.mu.Unlock()
+	close(w.haveOK)
+	f.notify()
+	return false, nil
+}
+
 // release gives up w's claim on it (a block received but not processed).
 func (f *fetch) release(w *worker, it *item) {
 	f.mu.Lock()
 	delete(it.holders, w.p)
-	if !it.done && len(it.holders) == 0 {
+	if !it.done && !it.got && len(it.holders) == 0 {
 		f.queue = append([]*item{it}, f.queue...)
 	}
 	f.mu.Unlock()
@@ -823,26 +902,27 @@ func (f *fetch) verifyOne(j vjob) {
 		f.wakeAll()
 		return
 	}
-	f.mu.Lock()
-	dup := j.it.done
-	f.mu.Unlock()
-	if !dup {
-		if err := f.s.st.put(j.it.c, j.data, false); err != nil {
-			f.fail(err)
-			return
-		}
-	}
+	// Claim the block before storing it, in the same critical section that
+	// drops our hold on it, so no other worker is asked for it meanwhile and
+	// a second copy (end game) is counted as a duplicate, never stored twice.
 	f.s.fetchedBlocks.Add(1)
 	f.s.fetchedBytes.Add(int64(len(j.data)))
 	f.mu.Lock()
 	delete(j.it.holders, j.w.p)
 	j.w.stats.Blocks++
 	j.w.stats.Bytes += int64(len(j.data))
-	if j.it.done {
+	if j.it.done || j.it.got {
 		f.res.Duplicates++
 		f.mu.Unlock()
 		return
 	}
+	j.it.got = true
+	f.mu.Unlock()
+	if err := f.s.st.put(j.it.c, j.data, false); err != nil {
+		f.fail(err)
+		return
+	}
+	f.mu.Lock()
 	f.res.Fetched++
 	f.res.FetchedBytes += int64(len(j.data))
 	f.mu.Unlock()

@@ -4,6 +4,8 @@ import (
 	"bufio"
 	"context"
 	"io"
+	"log/slog"
+	"strings"
 	"testing"
 	"time"
 
@@ -61,4 +63,16 @@ func rawExchange(t testing.TB, from host.Host, to peer.ID, req *wire.Request, n 
 		out = append(out, r)
 	}
 	return out
+}
+
+// testLogger sends debug logs to t.Log: shown only when a test fails.
+func testLogger(t testing.TB) *slog.Logger {
+	return slog.New(slog.NewTextHandler(tLogWriter{t}, &slog.HandlerOptions{Level: slog.LevelDebug}))
+}
+
+type tLogWriter struct{ t testing.TB }
+
+func (w tLogWriter) Write(b []byte) (int, error) {
+	w.t.Log(strings.TrimSpace(string(b)))
+	return len(b), nil
 }
