@@ -2,6 +2,7 @@ package descriptors
 
 import (
 	"bytes"
+	"encoding/json"
 	"errors"
 	"fmt"
 	"time"
@@ -137,9 +138,9 @@ func (r *payloadRecord) UnmarshalRecord(b []byte) error { r.raw = b; return nil 
 // there; users and the API accept either id.
 type Signed struct {
 	Descriptor
-	ID   cid.Cid `json:"id"`
-	Slot cid.Cid `json:"slot"`
-	Raw  []byte  `json:"-"`
+	ID   cid.Cid
+	Slot cid.Cid
+	Raw  []byte
 }
 
 // Key is the DHT record key of the descriptor's slot: /daitn/d/<slot>.
@@ -385,4 +386,39 @@ func truncate(b []byte, n int) string {
 		return string(b[:n]) + "..."
 	}
 	return string(b)
+}
+
+// signedJSON is Signed's JSON form: ids as plain CID strings (not the IPLD
+// {"/": ...} form) next to the descriptor's own fields.
+type signedJSON struct {
+	Descriptor
+	ID   string `json:"id"`
+	Slot string `json:"slot"`
+}
+
+// MarshalJSON prints the descriptor with its id and slot as strings.
+func (s Signed) MarshalJSON() ([]byte, error) {
+	return json.Marshal(signedJSON{Descriptor: s.Descriptor, ID: s.ID.String(), Slot: s.Slot.String()})
+}
+
+// UnmarshalJSON reads what MarshalJSON wrote (API clients). Raw is not part
+// of the JSON, so the result is informational, not re-verifiable.
+func (s *Signed) UnmarshalJSON(b []byte) error {
+	var in signedJSON
+	if err := json.Unmarshal(b, &in); err != nil {
+		return err
+	}
+	s.Descriptor = in.Descriptor
+	var err error
+	if in.ID != "" {
+		if s.ID, err = cid.Decode(in.ID); err != nil {
+			return fmt.Errorf("descriptor id %q: %w", in.ID, err)
+		}
+	}
+	if in.Slot != "" {
+		if s.Slot, err = cid.Decode(in.Slot); err != nil {
+			return fmt.Errorf("descriptor slot %q: %w", in.Slot, err)
+		}
+	}
+	return nil
 }

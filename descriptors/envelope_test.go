@@ -2,6 +2,7 @@ package descriptors
 
 import (
 	"crypto/rand"
+	"encoding/json"
 	"errors"
 	"strings"
 	"testing"
@@ -126,4 +127,25 @@ func mustID(t testing.TB, k crypto.PrivKey) string {
 		t.Fatal(err)
 	}
 	return s.Owner
+}
+
+func TestSignedJSON(t *testing.T) {
+	s, err := Sign(newKey(t), sample(KindModel, "j"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	b, err := json.Marshal(s)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if !strings.Contains(string(b), `"id":"`+s.ID.String()+`"`) || !strings.Contains(string(b), `"slot":"`+s.Slot.String()+`"`) || !strings.Contains(string(b), `"skills":["classify-digits"]`) {
+		t.Fatalf("json %s", b)
+	}
+	var back Signed
+	if err := json.Unmarshal(b, &back); err != nil {
+		t.Fatal(err)
+	}
+	if back.ID != s.ID || back.Slot != s.Slot || back.Model.Version != "1.0" || !back.Issued.Equal(s.Issued) {
+		t.Fatalf("round trip %+v", back)
+	}
 }

@@ -275,12 +275,21 @@ func readDescriptorFile(path string) (*descriptors.Descriptor, error) {
 			return nil, fmt.Errorf("%s: %w", path, err)
 		}
 	}
-	var d descriptors.Descriptor
+	// Accept what `descriptor show --json` prints: its id and slot are
+	// derived, so they are read and dropped; anything else unknown is a typo.
+	var in struct {
+		descriptors.Descriptor
+		ID   json.RawMessage `json:"id"`
+		Slot json.RawMessage `json:"slot"`
+	}
 	dec := json.NewDecoder(bytes.NewReader(b))
 	dec.DisallowUnknownFields()
-	if err := dec.Decode(&d); err != nil {
+	if err := dec.Decode(&in); err != nil {
 		return nil, fmt.Errorf("%s: %w", path, err)
 	}
+	d := in.Descriptor
+	// A new version gets fresh times; the owner must be this node anyway.
+	d.Issued, d.Expires, d.Owner = time.Time{}, time.Time{}, ""
 	return &d, nil
 }
 
