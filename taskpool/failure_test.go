@@ -127,6 +127,7 @@ func TestPosterRestartResultsArrive(t *testing.T) {
 	agents := make([]*Service, 2)
 	stores := make([]interface{ Close() error }, 2)
 	dirs := []string{t.TempDir(), t.TempDir()}
+	var running []*Agent
 	for i, p := range nw.Peers {
 		st, err := store.Open(dirs[i])
 		if err != nil {
@@ -138,16 +139,18 @@ func TestPosterRestartResultsArrive(t *testing.T) {
 			t.Fatal(err)
 		}
 		agents[i] = s
-		if _, err := s.RunAgent(AgentConfig{Pool: "r", Capacity: n, Handler: func(ctx context.Context, tk Task) ([]byte, error) {
+		ag, err := s.RunAgent(AgentConfig{Pool: "r", Capacity: n, Handler: func(ctx context.Context, tk Task) ([]byte, error) {
 			select {
 			case <-gate:
 			case <-ctx.Done():
 				return nil, ctx.Err()
 			}
 			return []byte("r:" + tk.ID), nil
-		}}); err != nil {
+		}})
+		if err != nil {
 			t.Fatal(err)
 		}
+		running = append(running, ag)
 		p2ptest.Connect(t, p.Host, ph)
 	}
 	t.Cleanup(func() {
@@ -165,20 +168,21 @@ func TestPosterRestartResultsArrive(t *testing.T) {
 		}
 		ids = append(ids, tk.ID)
 	}
-	p2ptest.Eventually(t, 20*time.Second, "all assigned", func() bool {
+	// Both sides agree: the poster has assigned all, the agents run all.
+	p2ptest.Eventually(t, 60*time.Second, "all assigned", func() bool {
 		for _, id := range ids {
 			if st, _ := poster.Status(id); st.State != StateAssigned {
 				return false
 			}
 		}
-		return true
+		return running[0].Active()+running[1].Active() == n
 	})
 	// Stop the poster, then let the agents finish.
 	poster.Close()
 	ph.Close()
 	pstore.Close()
 	close(gate)
-	p2ptest.Eventually(t, 20*time.Second, "results in the outboxes", func() bool {
+	p2ptest.Eventually(t, 60*time.Second, "results in the outboxes", func() bool {
 		return agents[0].Outbox()+agents[1].Outbox() == n
 	})
 	// Agent 1 restarts too while the poster is away: its outbox is on disk.
