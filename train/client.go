@@ -19,7 +19,6 @@ import (
 	"github.com/daitn/daitn/descriptors"
 	"github.com/daitn/daitn/learn"
 	"github.com/daitn/daitn/taskpool"
-	"github.com/daitn/daitn/transfer"
 )
 
 var jobsPrefix = ds.NewKey("/train/jobs")
@@ -776,14 +775,8 @@ func (s *Service) runRound(ctx context.Context, run *jobRun) (*RoundRecord, erro
 		rec.NodeMs = max(rec.NodeMs, d.res.FetchMs+d.res.TrainMs)
 		from := d.p.cand.Peer
 		up, _ := cid.Decode(d.res.Update)
-		fr, err := s.xfer.Fetch(ctx, up, fetchOpts(from))
-		if err == nil {
-			rec.BytesUp += fr.FetchedBytes
-		}
-		var m *learn.Model
-		if err == nil {
-			m, _, err = s.fetchModel(ctx, up, spec.Model.Arch, from)
-		}
+		m, fetched, err := s.fetchModel(ctx, up, spec.Model.Arch, from)
+		rec.BytesUp += fetched
 		// A node's weight in the average is the samples it trained on,
 		// which cannot exceed what its signed descriptor says it holds.
 		if err == nil && d.p.cand.Samples > 0 && int64(d.res.Samples) > d.p.cand.Samples {
@@ -878,10 +871,6 @@ func setNone(s *Service, run *jobRun, ctx context.Context) {
 	run.job.Pending = nil
 	_ = s.saveLocked(ctx, run.job)
 	s.mu.Unlock()
-}
-
-func fetchOpts(from peer.ID) transfer.FetchOptions {
-	return transfer.FetchOptions{Providers: []peer.ID{from}}
 }
 
 // exclude keeps a misbehaving data node out of the job's later rounds.

@@ -9,6 +9,7 @@ import (
 	"path/filepath"
 	"strings"
 	"sync"
+	"sync/atomic"
 	"time"
 
 	"github.com/ipfs/go-cid"
@@ -293,11 +294,23 @@ func (s *Service) fetchModel(ctx context.Context, root cid.Cid, arch string, fro
 	want := int64(learn.ParamsOffset(a) + 4*a.NumParams())
 	fctx, cancel := context.WithTimeout(ctx, s.cfg.fetchTimeout)
 	defer cancel()
-	var opts transfer.FetchOptions
+	// A root announcing far more bytes than the architecture's model is
+	// not fetched further: the peer cannot make us download a big file.
+	// (Progress counts blocks, manifests included, hence the slack.)
+	var tooBig atomic.Int64
+	opts := transfer.FetchOptions{ProgressInterval: 10 * time.Millisecond, Progress: func(p transfer.Progress) {
+		if p.TotalBytes > want+want/8+64<<10 {
+			tooBig.Store(p.TotalBytes)
+			cancel()
+		}
+	}}
 	if from != "" {
 		opts.Providers = []peer.ID{from}
 	}
 	fr, err := s.xfer.Fetch(fctx, root, opts)
+	if n := tooBig.Load(); n > 0 {
+		return nil, 0, fmt.Errorf("model %s is %d bytes, a %s model is %d: %w", root, n, arch, want, learn.ErrShape)
+	}
 	if err != nil {
 		return nil, 0, fmt.Errorf("fetch model %s from %s: %w", root, from, err)
 	}

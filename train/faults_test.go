@@ -66,6 +66,16 @@ func inflated(m *learn.Model) []byte {
 	return b
 }
 
+// huge is 16 MiB of junk offered as an update: the client must stop
+// fetching once the root announces more than a model's size.
+func huge(_ *learn.Model) []byte {
+	b := make([]byte, 16<<20)
+	for i := range b {
+		b[i] = byte(i * 7919 >> 3)
+	}
+	return b
+}
+
 func wrongDims(_ *learn.Model) []byte {
 	m, _ := learn.New(learn.LogReg, 1)
 	b, _ := learn.Marshal(m)
@@ -82,13 +92,14 @@ func TestFederationFaults(t *testing.T) {
 	_, data, client := startFed(t, cfg)
 	hostile(t, data[0], nanUpdate)
 	hostile(t, data[1], wrongDims)
+	hostile(t, data[3], huge)
 	hostile(t, data[5], inflated)
 	victim := data[2]
 
 	ctx, cancel := context.WithTimeout(context.Background(), 4*time.Minute)
 	defer cancel()
 	spec := baseSpec()
-	spec.Target.Accuracy = 0.88
+	spec.Target.Accuracy = 0.85
 	spec.Settings.Clients = 6
 	job, err := client.st.Train.Submit(ctx, spec)
 	if err != nil {
@@ -111,7 +122,7 @@ func TestFederationFaults(t *testing.T) {
 	if _, ok := r1.Failed[victim.nd.ID().String()]; !ok {
 		t.Errorf("round 1 did not record the dead node %s as failed: %v", victim.nd.ID(), r1.Failed)
 	}
-	for _, h := range []*fedNode{data[0], data[1], data[5]} {
+	for _, h := range []*fedNode{data[0], data[1], data[3], data[5]} {
 		why, ok := j.Excluded[h.nd.ID().String()]
 		if !ok {
 			t.Errorf("hostile node %s not excluded: %v", h.nd.ID(), j.Excluded)
@@ -128,8 +139,11 @@ func TestFederationFaults(t *testing.T) {
 	if why := j.Excluded[data[5].nd.ID().String()]; !strings.Contains(why, "claims 100000 samples") {
 		t.Errorf("inflated sender excluded for %q, want the sample claim named", why)
 	}
-	if len(r1.Nodes) != 2 || r1.Accuracy <= 0 {
-		t.Errorf("round 1 averaged %d updates with accuracy %.4f, want the 2 honest ones and a signed accuracy", len(r1.Nodes), r1.Accuracy)
+	if r1.BytesUp > 8<<20 {
+		t.Errorf("round 1 fetched %d update bytes: the 16 MiB junk update was not cut short", r1.BytesUp)
+	}
+	if len(r1.Nodes) != 1 || r1.Accuracy <= 0 {
+		t.Errorf("round 1 averaged %d updates with accuracy %.4f, want the 1 honest one and a signed accuracy", len(r1.Nodes), r1.Accuracy)
 	}
 
 	// Kill the client and restart it on the same data directory.
@@ -152,7 +166,7 @@ func TestFederationFaults(t *testing.T) {
 			t.Fatalf("history round %d at index %d: rounds must be consecutive after a resume", r.Round, i)
 		}
 		for _, n := range r.Nodes {
-			if n == data[0].nd.ID().String() || n == data[1].nd.ID().String() || n == data[5].nd.ID().String() {
+			if n == data[0].nd.ID().String() || n == data[1].nd.ID().String() || n == data[3].nd.ID().String() || n == data[5].nd.ID().String() {
 				t.Fatalf("round %d averaged an update of excluded node %s", r.Round, n)
 			}
 		}
