@@ -2,7 +2,9 @@ package main
 
 import (
 	"bytes"
+	"context"
 	"encoding/json"
+	"net/http"
 	"os"
 	"os/exec"
 	"path/filepath"
@@ -11,6 +13,7 @@ import (
 	"time"
 
 	"github.com/daitn/daitn/node"
+	"github.com/daitn/daitn/oam"
 	"github.com/daitn/daitn/taskpool"
 )
 
@@ -124,5 +127,84 @@ func TestTaskPostAgentRunExec(t *testing.T) {
 	idAp := strings.TrimSpace(out)
 	if out, errOut, code := run(t, "task", "cancel", "--data", a, idAp); code != 0 || !strings.Contains(out, "cancelled") {
 		t.Fatalf("cancel: code %d out %q err %q", code, out, errOut)
+	}
+}
+
+// TestExternalAgentAPI drives the agent endpoints as an agent written in
+// another language would: postings over SSE, its own bid, work over SSE,
+// the result posted back.
+func TestExternalAgentAPI(t *testing.T) {
+	a, b := t.TempDir(), t.TempDir()
+	upNode(t, a)
+	upNode(t, b)
+	out, _, _ := run(t, "id", "--data", a, "--json")
+	var idA node.IDInfo
+	if err := json.Unmarshal([]byte(out), &idA); err != nil {
+		t.Fatal(err)
+	}
+	for _, addr := range idA.Addrs {
+		if strings.Contains(addr, "/tcp/") {
+			if _, errOut, code := run(t, "connect", "--data", b, addr); code != 0 {
+				t.Fatalf("connect: %s", errOut)
+			}
+			break
+		}
+	}
+	c, err := oam.Dial(b)
+	if err != nil {
+		t.Fatal(err)
+	}
+	ctx, cancel := context.WithTimeout(context.Background(), 60*time.Second)
+	defer cancel()
+	var reg node.AgentRegistered
+	if err := c.Call(ctx, http.MethodPost, "/v1/pools/ext/agents", node.AgentRegisterRequest{Manual: true}, &reg); err != nil {
+		t.Fatal(err)
+	}
+	base := "/v1/pools/ext/agents/" + reg.AgentID
+	// A bid on a task never seen is refused with a reason.
+	err = c.Call(ctx, http.MethodPost, base+"/bids", node.AgentBidRequest{Poster: idA.PeerID, TaskID: "nope", Price: 1}, nil)
+	if err == nil || !strings.Contains(err.Error(), "not seen") {
+		t.Fatalf("bid on unknown task: %v", err)
+	}
+	errs := make(chan error, 2)
+	go func() {
+		errs <- c.Stream(ctx, "/v1/pools/ext/postings", func(ev oam.Event) error {
+			var tk taskpool.Task
+			if err := json.Unmarshal(ev.Data.(json.RawMessage), &tk); err != nil {
+				return err
+			}
+			return c.Call(ctx, http.MethodPost, base+"/bids", node.AgentBidRequest{Poster: tk.Poster, TaskID: tk.ID, Price: 1, ExpectedMs: 10}, nil)
+		})
+	}()
+	go func() {
+		errs <- c.Stream(ctx, base+"/work", func(ev oam.Event) error {
+			var tk taskpool.Task
+			if err := json.Unmarshal(ev.Data.(json.RawMessage), &tk); err != nil {
+				return err
+			}
+			return c.Call(ctx, http.MethodPost, base+"/results", node.AgentResultRequest{Poster: tk.Poster, TaskID: tk.ID,
+				OK: true, Output: append([]byte("ext:"), tk.Input...)}, nil)
+		})
+	}()
+	input := filepath.Join(t.TempDir(), "in")
+	if err := os.WriteFile(input, []byte("abc"), 0o600); err != nil {
+		t.Fatal(err)
+	}
+	out, errOut, code := run(t, "task", "post", "--data", a, "--pool", "ext", "--kind", "k", "--input", input, "--max-price", "3")
+	if code != 0 {
+		t.Fatalf("post: %s", errOut)
+	}
+	id := strings.TrimSpace(out)
+	if out, errOut, code := run(t, "task", "watch", "--data", a, id); code != 0 || !strings.Contains(out, "done") {
+		t.Fatalf("watch: %q %q", out, errOut)
+	}
+	out, _, _ = run(t, "task", "result", "--data", a, id)
+	if out != "ext:abc" {
+		t.Fatalf("result %q, want ext:abc", out)
+	}
+	select {
+	case err := <-errs:
+		t.Fatalf("stream ended early: %v", err)
+	default:
 	}
 }
