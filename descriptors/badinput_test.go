@@ -233,4 +233,7 @@ func TestHostilePeerLosesScore(t *testing.T) {
 	if n := len(honest.Snapshot()); n != 0 {
 		t.Fatalf("honest cache holds %d descriptors from the hostile peer", n)
 	}
+	if st := honest.Stats(); st.GossipRejected == 0 || st.GossipAccepted != 0 {
+		t.Fatalf("stats %+v", st)
+	}
 }

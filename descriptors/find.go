@@ -181,6 +181,7 @@ func (s *Service) Find(ctx context.Context, q Query, o FindOptions) ([]Result, e
 	if err := q.Validate(); err != nil {
 		return nil, fmt.Errorf("find: %w", err)
 	}
+	s.ctr.finds.Add(1)
 	if !o.UseGossip && !o.UseDHT {
 		o.UseGossip, o.UseDHT = true, true
 	}

@@ -188,6 +188,7 @@ type Service struct {
 	// capability keys have been put (status for the API and tests).
 	announced map[cid.Cid]uint64
 	reindex   bool // the index must be re-signed even with nothing pending
+	ctr       counters
 
 	ctx       context.Context
 	cancel    context.CancelFunc
@@ -420,6 +421,17 @@ func (s *Service) ingest(sd *Signed, src Source) bool {
 // validateMsg is the gossip validator: Reject what is provably bad (forged,
 // tampered, oversized, wrongly typed), Ignore what is stale or a duplicate.
 func (s *Service) validateMsg(ctx context.Context, from peer.ID, m *pubsub.Message) pubsub.ValidationResult {
+	res := s.verdict(from, m)
+	switch res {
+	case pubsub.ValidationReject:
+		s.ctr.rejected.Add(1)
+	case pubsub.ValidationIgnore:
+		s.ctr.ignored.Add(1)
+	}
+	return res
+}
+
+func (s *Service) verdict(from peer.ID, m *pubsub.Message) pubsub.ValidationResult {
 	if len(m.Data) > MaxEnvelopeSize {
 		return pubsub.ValidationReject
 	}
@@ -457,7 +469,9 @@ func (s *Service) receiveLoop() {
 		if !ok {
 			continue
 		}
-		s.ingest(sd, SourceGossip)
+		if s.ingest(sd, SourceGossip) {
+			s.ctr.accepted.Add(1)
+		}
 	}
 }
 
@@ -640,7 +654,9 @@ func (s *Service) announceLoop() {
 func (s *Service) putDHT(sd *Signed) {
 	ctx, cancel := context.WithTimeout(s.ctx, time.Minute)
 	defer cancel()
+	s.ctr.puts.Add(1)
 	if err := s.rt.PutValue(ctx, sd.Key(), sd.Raw); err != nil {
+		s.ctr.putErrors.Add(1)
 		s.log.Debug("put descriptor record", "key", sd.Key(), "err", err)
 	}
 	var wg sync.WaitGroup
@@ -676,7 +692,9 @@ func (s *Service) putIndex() {
 	}
 	ctx, cancel := context.WithTimeout(s.ctx, time.Minute)
 	defer cancel()
+	s.ctr.puts.Add(1)
 	if err := s.rt.PutValue(ctx, ix.Key(), ix.Raw); err != nil {
+		s.ctr.putErrors.Add(1)
 		s.log.Debug("put index record", "key", ix.Key(), "err", err)
 	}
 }

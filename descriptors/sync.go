@@ -134,7 +134,11 @@ func (s *Service) syncFrom(ctx context.Context, p peer.ID) error {
 	}
 	_ = st.SetDeadline(time.Now().Add(syncTimeout))
 	_ = st.CloseWrite()
-	n, err := ReadSyncAnswer(st, s.now(), func(sd *Signed) { s.ingest(sd, SourceSync) })
+	n, err := ReadSyncAnswer(st, s.now(), func(sd *Signed) {
+		if s.ingest(sd, SourceSync) {
+			s.ctr.synced.Add(1)
+		}
+	})
 	if err != nil {
 		st.Reset()
 		return fmt.Errorf("sync from %s after %d descriptors: %w", p, n, err)

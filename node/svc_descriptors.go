@@ -12,6 +12,7 @@ import (
 	"github.com/ipfs/go-cid"
 	record "github.com/libp2p/go-libp2p-record"
 	"github.com/libp2p/go-libp2p/core/routing"
+	"github.com/prometheus/client_golang/prometheus"
 
 	"github.com/daitn/daitn/descriptors"
 	"github.com/daitn/daitn/descriptors/facts"
@@ -23,6 +24,7 @@ import (
 //
 //	POST /v1/descriptors              publish (a descriptor, or a data path to measure)
 //	POST /v1/descriptors/update       re-measure and republish a data descriptor
+//	GET  /v1/descriptors/stats        counters (also as Prometheus metrics)
 //	GET  /v1/descriptors              own descriptors (?all=1: everything known)
 //	GET  /v1/descriptors/{id}         one descriptor by slot or version id (?a2a=1: Agent Card)
 //	DELETE /v1/descriptors/{id}       stop publishing one of ours
@@ -75,7 +77,34 @@ func (n *Node) startDescriptors(ctx context.Context) error {
 	if n.API() != nil {
 		registerDescriptorAPI(n, svc)
 	}
+	if reg := n.Registry(); reg != nil {
+		registerDescriptorMetrics(reg, svc)
+	}
 	return nil
+}
+
+func registerDescriptorMetrics(reg *prometheus.Registry, svc *descriptors.Service) {
+	gauge := func(name, help string, get func(descriptors.Stats) float64) prometheus.Collector {
+		return prometheus.NewGaugeFunc(prometheus.GaugeOpts{Name: "daitn_descriptors_" + name, Help: help},
+			func() float64 { return get(svc.Stats()) })
+	}
+	counter := func(name, help string, get func(descriptors.Stats) int64) prometheus.Collector {
+		return prometheus.NewCounterFunc(prometheus.CounterOpts{Name: "daitn_descriptors_" + name, Help: help},
+			func() float64 { return float64(get(svc.Stats())) })
+	}
+	for _, c := range []prometheus.Collector{
+		gauge("known", "Live descriptors known (own and heard).", func(s descriptors.Stats) float64 { return float64(s.Known) }),
+		gauge("own", "Descriptors this node publishes.", func(s descriptors.Stats) float64 { return float64(s.Own) }),
+		counter("gossip_accepted_total", "New descriptor versions accepted from gossip.", func(s descriptors.Stats) int64 { return s.GossipAccepted }),
+		counter("gossip_rejected_total", "Gossiped descriptors rejected as forged, tampered, oversized or wrongly typed.", func(s descriptors.Stats) int64 { return s.GossipRejected }),
+		counter("gossip_ignored_total", "Gossiped descriptors ignored as stale or duplicate.", func(s descriptors.Stats) int64 { return s.GossipIgnored }),
+		counter("dht_puts_total", "Descriptor and index records put into the DHT.", func(s descriptors.Stats) int64 { return s.DHTPuts }),
+		counter("dht_put_errors_total", "DHT puts that failed.", func(s descriptors.Stats) int64 { return s.DHTPutErrors }),
+		counter("finds_total", "Find calls.", func(s descriptors.Stats) int64 { return s.Finds }),
+		counter("synced_total", "Descriptors learnt from catch-up syncs.", func(s descriptors.Stats) int64 { return s.Synced }),
+	} {
+		_ = reg.Register(c) // a second node in one process re-registers: ignore
+	}
 }
 
 // Descriptors is the node's descriptor service (nil before start).
@@ -180,6 +209,9 @@ func registerDescriptorAPI(n *Node, svc *descriptors.Service) {
 			return
 		}
 		oam.WriteJSON(w, http.StatusOK, sd)
+	})
+	api.Handle("GET /v1/descriptors/stats", func(w http.ResponseWriter, r *http.Request) {
+		oam.WriteJSON(w, http.StatusOK, svc.Stats())
 	})
 	api.Handle("GET /v1/descriptors", func(w http.ResponseWriter, r *http.Request) {
 		if r.URL.Query().Get("all") != "" {
