@@ -21,15 +21,16 @@ func WithMap(snapshot func() *overlay.Snapshot) Option {
 }
 
 // routingJob is the part of a job spec the routing planners read.
+// settings.clients is an upper bound here (a round uses up to that many
+// datasets), so it is not handed to T-FAM as a requirement.
 func routingJob(spec *JobSpec, created time.Time, excluded map[string]string) routing.JobSpec {
 	rj := routing.JobSpec{
-		Task:            spec.Data.Task,
-		MaxAge:          spec.Data.MaxAge.Duration,
-		Shards:          spec.Data.MinDatasets,
-		ClientsPerRound: spec.Settings.Clients,
-		TargetAccuracy:  spec.Target.Accuracy,
-		Arch:            spec.Model.Arch,
-		Placement:       routing.PlaceOnData,
+		Task:           spec.Data.Task,
+		MaxAge:         spec.Data.MaxAge.Duration,
+		Shards:         spec.Data.MinDatasets,
+		TargetAccuracy: spec.Target.Accuracy,
+		Arch:           spec.Model.Arch,
+		Placement:      routing.PlaceOnData,
 	}
 	if spec.Target.Deadline.Duration > 0 {
 		rj.Deadline = created.Add(spec.Target.Deadline.Duration)
