@@ -487,6 +487,11 @@ func TestPublishDataBadPath(t *testing.T) {
 	if os.Geteuid() != 0 { // root reads anything
 		cases = append(cases, struct{ path, want string }{unreadable, "permission denied"})
 	}
+	// A sample that cannot be read even by root: a dangling symlink.
+	dangling := filepath.Join(t.TempDir(), "ds")
+	_ = os.MkdirAll(filepath.Join(dangling, "cat"), 0o700)
+	_ = os.Symlink("/no/such/sample.png", filepath.Join(dangling, "cat", "1.png"))
+	cases = append(cases, struct{ path, want string }{dangling, "1.png"})
 	for _, c := range cases {
 		_, err := s.PublishData(context.Background(), c.path, &Descriptor{Data: &Data{Task: "t", Modality: "m"}}, facts.Options{})
 		if err == nil || !strings.Contains(err.Error(), c.want) {

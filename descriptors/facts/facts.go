@@ -201,9 +201,11 @@ func (f *Facts) imageFolder(root string) error {
 			if files++; files > MaxFiles {
 				return fmt.Errorf("%w: more than %d files", ErrFormat, MaxFiles)
 			}
-			st, err := d.Info()
+			// Stat, not Lstat: sample files are often symlinks into a
+			// shared pool, and a dangling one is an unreadable sample.
+			st, err := os.Stat(p)
 			if err != nil {
-				return err
+				return fmt.Errorf("sample %s: %w", p, err)
 			}
 			if !st.Mode().IsRegular() {
 				return nil
