@@ -427,9 +427,15 @@ func (s *Service) runJob(ctx context.Context, run *jobRun) {
 			if j.State != StatePaused {
 				s.setState(run, StatePaused, "paused by the user")
 			}
+			var expire <-chan time.Time
+			if !deadline.IsZero() {
+				expire = time.After(time.Until(deadline))
+			}
 			select {
 			case <-run.wake:
 				continue
+			case <-expire:
+				continue // the deadline case above ends the job
 			case <-ctx.Done():
 				return
 			}
