@@ -151,19 +151,14 @@ func registerTransferAPI(n *Node, svc *transfer.Service) {
 			oam.WriteError(w, http.StatusBadRequest, err)
 			return
 		}
-		root, err := svc.AddFile(r.Context(), req.Path)
+		var opts []transfer.AddOption
+		if req.Private != nil {
+			opts = append(opts, transfer.Private(allow...))
+		}
+		root, err := svc.AddFile(r.Context(), req.Path, opts...)
 		if err != nil {
 			oam.WriteError(w, transferStatus(err), err)
 			return
-		}
-		if req.Private != nil {
-			if allow == nil {
-				allow = []peer.ID{}
-			}
-			if err := svc.SetPolicy(root, allow); err != nil {
-				oam.WriteError(w, http.StatusInternalServerError, err)
-				return
-			}
 		}
 		in, err := svc.Stat(root)
 		if err != nil {

@@ -230,14 +230,31 @@ func (s *Service) enter() error {
 // Dir is the chunk directory.
 func (s *Service) Dir() string { return s.st.dir }
 
+// AddOption changes how something is added.
+type AddOption func(*addConfig)
+
+type addConfig struct {
+	allow   []peer.ID
+	private bool
+}
+
+// Private makes the added root private to allow before it is pinned or
+// announced, so it never appears in the DHT (same rules as SetPolicy).
+func Private(allow ...peer.ID) AddOption {
+	return func(c *addConfig) {
+		c.private = true
+		c.allow = append([]peer.ID{}, allow...)
+	}
+}
+
 // AddBytes stores b as a file and returns its root CID (pinned).
-func (s *Service) AddBytes(ctx context.Context, b []byte) (cid.Cid, error) {
-	return s.AddReader(ctx, bytes.NewReader(b))
+func (s *Service) AddBytes(ctx context.Context, b []byte, opts ...AddOption) (cid.Cid, error) {
+	return s.AddReader(ctx, bytes.NewReader(b), opts...)
 }
 
 // AddReader stores everything r yields as one file, streaming (memory is
 // bounded by two maximum chunks), pins it and returns its root CID.
-func (s *Service) AddReader(ctx context.Context, r io.Reader) (cid.Cid, error) {
+func (s *Service) AddReader(ctx context.Context, r io.Reader, opts ...AddOption) (cid.Cid, error) {
 	if err := s.enter(); err != nil {
 		return cid.Undef, err
 	}
@@ -248,12 +265,12 @@ func (s *Service) AddReader(ctx context.Context, r io.Reader) (cid.Cid, error) {
 	if err != nil {
 		return cid.Undef, err
 	}
-	return root, s.finishAdd(root)
+	return root, s.finishAdd(root, opts)
 }
 
 // AddFile stores the file or directory at path, pins it and returns its
 // root CID. Symlinks and special files inside a directory are skipped.
-func (s *Service) AddFile(ctx context.Context, path string) (cid.Cid, error) {
+func (s *Service) AddFile(ctx context.Context, path string, opts ...AddOption) (cid.Cid, error) {
 	if err := s.enter(); err != nil {
 		return cid.Undef, err
 	}
@@ -278,12 +295,26 @@ func (s *Service) AddFile(ctx context.Context, path string) (cid.Cid, error) {
 	if err != nil {
 		return cid.Undef, fmt.Errorf("add %s: %w", path, err)
 	}
-	return root, s.finishAdd(root)
+	return root, s.finishAdd(root, opts)
 }
 
-func (s *Service) finishAdd(root cid.Cid) error {
+func (s *Service) finishAdd(root cid.Cid, opts []AddOption) error {
+	var ac addConfig
+	for _, o := range opts {
+		if o != nil {
+			o(&ac)
+		}
+	}
 	if err := s.st.flush(); err != nil {
 		return err
+	}
+	if ac.private {
+		if err := s.st.savePolicy(root, ac.allow); err != nil {
+			return err
+		}
+		s.mu.Lock()
+		s.setPolicyLocked(root, ac.allow)
+		s.mu.Unlock()
 	}
 	if err := s.st.pin(root); err != nil {
 		return err

@@ -402,11 +402,8 @@ func TestPrivateRootRefused(t *testing.T) {
 	net := p2ptest.New(t, 3)
 	owner, friend, stranger := newSvc(t, net.Peers[0], ""), newSvc(t, net.Peers[1], ""), newSvc(t, net.Peers[2], "", WithNoProviderTimeout(3*time.Second))
 	data := randBytes(9, 2<<20)
-	root, err := owner.AddBytes(context.Background(), data)
+	root, err := owner.AddBytes(context.Background(), data, Private(net.Peers[1].Host.ID()))
 	if err != nil {
-		t.Fatal(err)
-	}
-	if err := owner.SetPolicy(root, []peer.ID{net.Peers[1].Host.ID()}); err != nil {
 		t.Fatal(err)
 	}
 	_, err = stranger.Fetch(ctxT(t, 20*time.Second), root, FetchOptions{})
@@ -706,5 +703,36 @@ func TestRottenLocalManifestIsFetchedAgain(t *testing.T) {
 	}
 	if got := exportBytes(t, b, root); !bytes.Equal(got, data) {
 		t.Fatal("bytes differ after repair")
+	}
+}
+
+func TestSetPolicyTogglesAccess(t *testing.T) {
+	t.Parallel()
+	net := p2ptest.New(t, 2)
+	owner := newSvc(t, net.Peers[0], "")
+	root, _ := owner.AddBytes(context.Background(), randBytes(42, 300<<10))
+	asker := net.Peers[1].Host
+	have := func() wire.HaveStatus {
+		return rawExchange(t, asker, net.Peers[0].Host.ID(), &wire.Request{Kind: wire.KindHave, Root: root}, 1)[0].Have
+	}
+	for _, tc := range []struct {
+		name  string
+		allow []peer.ID
+		want  wire.HaveStatus
+	}{
+		{"public", nil, wire.HaveFull},
+		{"private, nobody allowed", []peer.ID{}, wire.HaveRefused},
+		{"private, asker allowed", []peer.ID{asker.ID()}, wire.HaveFull},
+		{"public again", nil, wire.HaveFull},
+	} {
+		if err := owner.SetPolicy(root, tc.allow); err != nil {
+			t.Fatal(err)
+		}
+		if got := have(); got != tc.want {
+			t.Errorf("%s: have = %d, want %d", tc.name, got, tc.want)
+		}
+	}
+	if err := owner.SetPolicy(cid.Undef, nil); err == nil {
+		t.Error("SetPolicy accepted an empty CID")
 	}
 }
