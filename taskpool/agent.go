@@ -460,10 +460,15 @@ func (a *Agent) run(ctx context.Context, cancel context.CancelFunc, k string, h 
 		a.s.forgetHeld(k)
 		return
 	}
+	// Encode under the lock (deliver touches h), fsync outside it so one
+	// slow disk write does not stall the whole service.
 	a.s.mu.Lock()
 	h.ResultEnv = env
-	err = a.s.saveHeld(h)
+	b, err := encMode.Marshal(h)
 	a.s.mu.Unlock()
+	if err == nil {
+		err = a.s.store.Put(a.s.ctx, heldKey(k), b)
+	}
 	if err != nil {
 		a.s.log.Error("persist result", "task", h.Task.ID, "err", err)
 	}
