@@ -414,3 +414,27 @@ func TestApproveErrors(t *testing.T) {
 		t.Fatalf("approve done task: %v", err)
 	}
 }
+
+// TestSelfAgent: a node runs an agent for the tasks it posts itself.
+func TestSelfAgent(t *testing.T) {
+	_, ss := services(t, 2)
+	s := ss[0]
+	if _, err := s.RunAgent(AgentConfig{Pool: "self", Handler: func(ctx context.Context, tk Task) ([]byte, error) {
+		return []byte("mine"), nil
+	}}); err != nil {
+		t.Fatal(err)
+	}
+	tk, err := s.Post(context.Background(), TaskSpec{Pool: "self", Kind: "k", Eligible: []peer.ID{s.Self()}})
+	if err != nil {
+		t.Fatal(err)
+	}
+	ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
+	defer cancel()
+	st, err := s.WaitResult(ctx, tk.ID)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if st.State != StateDone || string(st.Result.Output) != "mine" || st.Result.Agent != s.Self().String() {
+		t.Fatalf("status %+v", st)
+	}
+}

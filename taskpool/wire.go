@@ -112,6 +112,11 @@ func (s *Service) frameLimit() int { return s.cfg.maxResult + 32<<10 }
 
 // call sends one request to p and returns its reply.
 func (s *Service) call(ctx context.Context, p peer.ID, req *wireMsg) (*wireMsg, error) {
+	if p == s.self {
+		// A node can be an agent for its own tasks (a training client that
+		// also holds data): no stream to itself, same checks.
+		return s.dispatch(p, req), nil
+	}
 	ctx, cancel := context.WithTimeout(ctx, s.cfg.callTimeout)
 	defer cancel()
 	st, err := s.h.NewStream(network.WithAllowLimitedConn(ctx, serviceName), p, ProtocolID)
@@ -168,7 +173,16 @@ func (s *Service) handleStream(st network.Stream) {
 		st.Reset()
 		return
 	}
-	remote := st.Conn().RemotePeer()
+	resp := s.dispatch(st.Conn().RemotePeer(), req)
+	if err := writeMsg(st, resp); err != nil {
+		st.Reset()
+		return
+	}
+	_ = st.Close()
+}
+
+// dispatch answers one request from remote.
+func (s *Service) dispatch(remote peer.ID, req *wireMsg) *wireMsg {
 	var resp *wireMsg
 	switch req.Op {
 	case opBid:
@@ -187,11 +201,7 @@ func (s *Service) handleStream(st network.Stream) {
 		resp = reply(codeRejected, fmt.Sprintf("op %q: want bid, renew, result, offer, lost or cancel", req.Op))
 	}
 	resp.Op = opReply
-	if err := writeMsg(st, resp); err != nil {
-		st.Reset()
-		return
-	}
-	_ = st.Close()
+	return resp
 }
 
 func reply(code, detail string) *wireMsg {
