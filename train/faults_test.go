@@ -1,7 +1,10 @@
 package train_test
 
 import (
+	"bufio"
 	"context"
+	"crypto/rand"
+	"io"
 	"encoding/binary"
 	"errors"
 	"fmt"
@@ -11,6 +14,8 @@ import (
 	"time"
 
 	"github.com/ipfs/go-cid"
+	"github.com/libp2p/go-libp2p/core/crypto"
+	"github.com/libp2p/go-libp2p/core/network"
 	"github.com/libp2p/go-libp2p/core/peer"
 
 	"github.com/daitn/daitn/learn"
@@ -85,11 +90,12 @@ func wrongDims(_ *learn.Model) []byte {
 // TestFederationFaults runs one job through a NaN update, an update of the
 // wrong shape, a data node that dies holding its lease, and a client that is
 // killed and restarted: the bad updates are rejected and their senders
-// excluded, the rounds go on without the dead node, and the restarted
-// client resumes from its checkpoint and finishes.
+// excluded, the rounds go on without the dead node, a report not signed by
+// the chosen MPVU is ignored, and the restarted client resumes from its
+// checkpoint and finishes.
 func TestFederationFaults(t *testing.T) {
 	cfg := fedConfig{data: 6, lease: 2 * time.Second, testLimit: 3000}
-	_, data, client := startFed(t, cfg)
+	mpvu, data, client := startFed(t, cfg)
 	hostile(t, data[0], nanUpdate)
 	hostile(t, data[1], wrongDims)
 	hostile(t, data[3], huge)
@@ -146,10 +152,40 @@ func TestFederationFaults(t *testing.T) {
 		t.Errorf("round 1 averaged %d updates with accuracy %.4f, want the 1 honest one and a signed accuracy", len(r1.Nodes), r1.Accuracy)
 	}
 
+	// The MPVU turns hostile: it answers with a report claiming 99%
+	// accuracy, signed by another key. The client must not believe it.
+	forger(t, mpvu)
+
 	// Kill the client and restart it on the same data directory.
 	client.kill()
 	client.nd = client.nd.Restart()
 	client.start(cfg)
+	var forged int
+	nodetestEventually(t, 90*time.Second, "a round evaluated by the forger", func() bool {
+		j, err := client.st.Train.Job(job.ID)
+		if err != nil {
+			return false
+		}
+		for _, r := range j.History {
+			if r.Accuracy == -1 {
+				forged = r.Round
+				return true
+			}
+		}
+		return false
+	})
+	j, _ = client.st.Train.Job(job.ID)
+	if r := j.History[forged-1]; len(r.Report) != 0 || j.State.Terminal() || j.Accuracy == 0.99 {
+		t.Fatalf("round %d took the forged report: accuracy %.4f, state %s", forged, j.Accuracy, j.State)
+	}
+	// The honest MPVU comes back on the same node.
+	_ = mpvu.st.Train.Close()
+	honest, err := train.New(context.Background(), mpvu.nd.Host(), mpvu.nd.PubSub(), mpvu.nd.Store(),
+		mpvu.st.Desc, mpvu.st.Xfer, mpvu.st.Pool, train.WithRoles(train.RoleMPVU), train.WithTestsetLimit(cfg.testLimit))
+	if err != nil {
+		t.Fatal(err)
+	}
+	mpvu.st.Train = honest
 	j, err = client.st.Train.Wait(ctx, job.ID)
 	if err != nil {
 		t.Fatal(err)
@@ -171,6 +207,42 @@ func TestFederationFaults(t *testing.T) {
 			}
 		}
 	}
+}
+
+// forger replaces the MPVU's evaluation handler with one that answers
+// every request with a well-formed report for the right model and nonce,
+// claiming 99%, but signed by a key that is not the MPVU's.
+func forger(t *testing.T, f *fedNode) {
+	t.Helper()
+	_ = f.st.Train.Close() // removes the honest handler
+	key, _, _ := crypto.GenerateEd25519Key(rand.Reader)
+	other, _ := peer.IDFromPrivateKey(key)
+	f.nd.Host().SetStreamHandler(train.EvalProtocol, func(st network.Stream) {
+		defer st.Close()
+		br := bufio.NewReader(st)
+		if _, err := br.ReadByte(); err != nil {
+			return
+		}
+		n, err := binary.ReadUvarint(br)
+		if err != nil || n > train.MaxEvalRequestBytes {
+			return
+		}
+		b := make([]byte, n)
+		if _, err := io.ReadFull(br, b); err != nil {
+			return
+		}
+		req, err := train.UnmarshalEvalRequest(b)
+		if err != nil {
+			return
+		}
+		env, err := train.SealEvalReport(&train.EvalReport{Model: req.Model, Arch: req.Arch, Testset: "forged",
+			Accuracy: 0.99, Loss: 0.01, Samples: 10000, Time: time.Now().UnixMilli(), Evaluator: other.String(), Nonce: req.Nonce}, key)
+		if err != nil {
+			return
+		}
+		hdr := binary.AppendUvarint([]byte{0}, uint64(len(env)))
+		_, _ = st.Write(append(hdr, env...))
+	})
 }
 
 func nodetestEventually(t *testing.T, d time.Duration, what string, cond func() bool) {
