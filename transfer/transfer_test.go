@@ -736,3 +736,30 @@ func TestSetPolicyTogglesAccess(t *testing.T) {
 		t.Error("SetPolicy accepted an empty CID")
 	}
 }
+
+func TestRoundTripOverQUIC(t *testing.T) {
+	t.Parallel()
+	ha, hb := newQUICHost(t), newQUICHost(t)
+	a, err := New(context.Background(), ha, nil, t.TempDir())
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer a.Close()
+	b, err := New(context.Background(), hb, nil, t.TempDir())
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer b.Close()
+	p2ptest.Connect(t, hb, ha)
+	data := randBytes(43, 8<<20)
+	root, err := a.AddBytes(context.Background(), data)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if _, err := b.Fetch(ctxT(t, 60*time.Second), root, FetchOptions{}); err != nil {
+		t.Fatal(err)
+	}
+	if got := exportBytes(t, b, root); !bytes.Equal(got, data) {
+		t.Fatal("bytes differ over QUIC")
+	}
+}
