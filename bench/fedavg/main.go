@@ -288,8 +288,12 @@ func report(results []*result, clients int, frac float64, batch int, target floa
 			cpu += p.trainCPU
 		}
 		n := float64(max(len(r.points), 1))
-		fmt.Printf("%-8s %3d %6g %8s %8s %10.4f %14.2f %14.2f %14.2f %10s\n", r.cfg.split, r.cfg.epochs, r.lr, rounds, pp, best,
-			tr.Seconds()/n, cpu/n, evd.Seconds()/n, r.wall.Round(time.Second))
+		cpuCol := "—" // not recorded (CSV from an older run)
+		if cpu > 0 {
+			cpuCol = fmt.Sprintf("%.2f", cpu/n)
+		}
+		fmt.Printf("%-8s %3d %6g %8s %8s %10.4f %14.2f %14s %14.2f %10s\n", r.cfg.split, r.cfg.epochs, r.lr, rounds, pp, best,
+			tr.Seconds()/n, cpuCol, evd.Seconds()/n, r.wall.Round(time.Second))
 	}
 	fmt.Printf("bytes per round if the full model goes both ways: %d clients × 2 × %d B = %d B\n", perRound, modelBytes, 2*perRound*modelBytes)
 }
