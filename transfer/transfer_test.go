@@ -763,3 +763,39 @@ func TestRoundTripOverQUIC(t *testing.T) {
 		t.Fatal("bytes differ over QUIC")
 	}
 }
+
+func TestCloseDuringFetch(t *testing.T) {
+	t.Parallel()
+	net := p2ptest.New(t, 2)
+	a := newSvc(t, net.Peers[0], "", WithSync(false))
+	root, _ := a.AddBytes(context.Background(), randBytes(44, 16<<20))
+	// One block in flight at a time: the fetch cannot finish before Close
+	// lands.
+	b := newSvc(t, net.Peers[1], "", WithWindow(256<<10))
+	closed := make(chan struct{})
+	var once bool
+	errc := make(chan error, 1)
+	go func() {
+		_, err := b.Fetch(ctxT(t, 60*time.Second), root, FetchOptions{ProgressInterval: 5 * time.Millisecond, Progress: func(p Progress) {
+			if !once && p.DoneBytes > 0 {
+				once = true
+				go func() { _ = b.Close(); close(closed) }()
+			}
+		}})
+		errc <- err
+	}()
+	select {
+	case err := <-errc:
+		if !errors.Is(err, ErrClosed) {
+			t.Fatalf("fetch interrupted by Close: %v, want ErrClosed", err)
+		}
+	case <-time.After(30 * time.Second):
+		t.Fatal("Fetch did not return after Close")
+	}
+	<-closed
+	// The holder keeps serving others after its client went away.
+	c := newSvc(t, net.Peers[1], "")
+	if _, err := c.Fetch(ctxT(t, 30*time.Second), root, FetchOptions{}); err != nil {
+		t.Fatal(err)
+	}
+}
