@@ -1,6 +1,7 @@
 package learn
 
 import (
+	"bytes"
 	"context"
 	"fmt"
 	"testing"
@@ -108,4 +109,42 @@ func BenchmarkEvaluate10k(b *testing.B) {
 		}
 	}
 	b.ReportMetric(float64(processCPU()-cpu0)/float64(b.N), "cpu-ns/op")
+}
+
+// BenchmarkUpdateLocality trains one FedAvg client round (600 real samples,
+// E=1, B=10) and reports how much of the serialised update is unchanged from
+// the model it started from: parameters, and aligned 1 KiB and 4 KiB blocks
+// (what chunk-level deduplication in transfer could skip).
+func BenchmarkUpdateLocality(b *testing.B) {
+	train, _ := mnist(b)
+	d := Data{X: train.X[:600*784], Y: train.Y[:600]}
+	global, _ := New(MNIST2NN, 1)
+	before, _ := Marshal(global)
+	var after []byte
+	var m *Model
+	for b.Loop() {
+		m = global.Clone()
+		if _, err := Train(context.Background(), m, d, TrainConfig{Epochs: 1, Batch: 10, LR: 0.05, Seed: 1}); err != nil {
+			b.Fatal(err)
+		}
+		after, _ = Marshal(m)
+	}
+	same := 0
+	for i := range m.Params {
+		if m.Params[i] == global.Params[i] {
+			same++
+		}
+	}
+	b.ReportMetric(100*float64(same)/float64(len(m.Params)), "%params-unchanged")
+	for _, bs := range []int{1024, 4096} {
+		same, total := 0, 0
+		for i := 0; i < len(after); i += bs {
+			j := min(i+bs, len(after))
+			total++
+			if bytes.Equal(before[i:j], after[i:j]) {
+				same++
+			}
+		}
+		b.ReportMetric(100*float64(same)/float64(total), fmt.Sprintf("%%%dB-blocks-unchanged", bs))
+	}
 }
