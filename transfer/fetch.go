@@ -136,6 +136,7 @@ type fetch struct {
 	doneBytes int64
 	err       error
 	served    bool
+	private   bool // a holder said the root is private: keep it so here
 
 	verifyCh chan vjob
 	events   chan struct{}
@@ -184,6 +185,16 @@ func (s *Service) Fetch(ctx context.Context, root cid.Cid, opts FetchOptions) (*
 	}
 	if err := s.st.flush(); err != nil {
 		return res, fmt.Errorf("fetch %s: %w", root, err)
+	}
+	f.mu.Lock()
+	private := f.private
+	f.mu.Unlock()
+	if private && !s.isPrivate(root) {
+		// The owner allowed us, not the world: do not re-serve it to
+		// others or announce it. SetPolicy can widen this explicitly.
+		if err := s.SetPolicy(root, []peer.ID{}); err != nil {
+			return res, fmt.Errorf("fetch %s: keep private: %w", root, err)
+		}
 	}
 	if !opts.NoPin {
 		if err := s.st.pin(root); err != nil {
@@ -859,6 +870,9 @@ func (f *fetch) onHave(w *worker, resp *wire.Response) (bool, error) {
 	f.mu.Lock()
 	w.serving = true
 	f.served = true
+	if resp.Private {
+		f.private = true
+	}
 	f.mu.Unlock()
 	close(w.haveOK)
 	f.notify()

@@ -199,7 +199,8 @@ func (s *Service) serveOne(str network.Stream, remote peer.ID, t serveTask) serv
 				st = wire.HaveFull
 			}
 		}
-		return serveResult{resp: wire.Response{Kind: wire.KindHaveResp, CID: t.root, Have: st}}
+		priv := st != wire.HaveRefused && s.isPrivate(t.root)
+		return serveResult{resp: wire.Response{Kind: wire.KindHaveResp, CID: t.root, Have: st, Private: priv}}
 	}
 	if !s.allowed(remote, t.root, t.c) {
 		s.refusedReqs.Add(1)

@@ -417,6 +417,14 @@ func TestPrivateRootRefused(t *testing.T) {
 	if got := exportBytes(t, friend, root); !bytes.Equal(got, data) {
 		t.Fatal("friend got different bytes")
 	}
+	// The friend keeps it private: the stranger cannot get it from there.
+	p2ptest.Connect(t, net.Peers[2].Host, net.Peers[1].Host)
+	if in, err := friend.Stat(root); err != nil || !in.Private {
+		t.Fatalf("friend's copy: %+v %v, want private", in, err)
+	}
+	if r := rawExchange(t, net.Peers[2].Host, net.Peers[1].Host.ID(), &wire.Request{Kind: wire.KindHave, Root: root}, 1); r[0].Have != wire.HaveRefused {
+		t.Fatalf("friend answered the stranger with have=%d, want refused", r[0].Have)
+	}
 	// Asking for a private chunk under some public root is refused too.
 	pub, err := owner.AddBytes(context.Background(), []byte("public"))
 	if err != nil {

@@ -69,6 +69,9 @@ type Response struct {
 	Len  int
 	Have HaveStatus
 	Msg  string
+	// Private, on a have answer, says the root is private at the holder:
+	// an allowed fetcher should keep it private too, not re-serve it.
+	Private bool
 }
 
 type wireRequest struct {
@@ -83,6 +86,7 @@ type wireResponse struct {
 	Len  uint32     `cbor:"3,keyasint,omitempty"`
 	Have HaveStatus `cbor:"4,keyasint,omitempty"`
 	Msg  string     `cbor:"5,keyasint,omitempty"`
+	Priv bool       `cbor:"6,keyasint,omitempty"`
 }
 
 var msgDec cbor.DecMode
@@ -147,6 +151,9 @@ func (r *Response) Validate() error {
 		}
 	default:
 		return fmt.Errorf("response kind %d, want 1..6", r.Kind)
+	}
+	if r.Private && r.Kind != KindHaveResp {
+		return fmt.Errorf("response kind %d carries the private flag, only have answers may", r.Kind)
 	}
 	if r.Kind != KindBlock && r.Len != 0 {
 		return fmt.Errorf("response kind %d carries length %d", r.Kind, r.Len)
@@ -260,7 +267,7 @@ func EncodeResponse(r *Response) ([]byte, error) {
 	if err := r.Validate(); err != nil {
 		return nil, err
 	}
-	b, err := encMode.Marshal(wireResponse{Kind: r.Kind, CID: r.CID.Bytes(), Len: uint32(r.Len), Have: r.Have, Msg: r.Msg})
+	b, err := encMode.Marshal(wireResponse{Kind: r.Kind, CID: r.CID.Bytes(), Len: uint32(r.Len), Have: r.Have, Msg: r.Msg, Priv: r.Private})
 	if err != nil {
 		return nil, fmt.Errorf("encode response: %w", err)
 	}
@@ -296,7 +303,7 @@ func DecodeResponse(b []byte) (*Response, error) {
 	if err != nil {
 		return nil, fmt.Errorf("decode response: %w", err)
 	}
-	r := &Response{Kind: w.Kind, CID: c, Len: int(w.Len), Have: w.Have, Msg: w.Msg}
+	r := &Response{Kind: w.Kind, CID: c, Len: int(w.Len), Have: w.Have, Msg: w.Msg, Private: w.Priv}
 	if err := r.Validate(); err != nil {
 		return nil, fmt.Errorf("decode response: %w", err)
 	}
