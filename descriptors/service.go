@@ -56,10 +56,13 @@ type Config struct {
 	SweepInterval time.Duration // how often expired entries leave the cache
 	WatchInterval time.Duration // how often watched data paths are checked
 	FindTimeout   time.Duration // bound on the DHT part of Find
-	Gossip        bool          // announce on and listen to daitn/descriptors/1
-	DHT           bool          // put records, provide capability keys, look up
-	PrivKey       crypto.PrivKey
-	Now           func() time.Time
+	// ResyncInterval is how often a random topic peer is asked for the
+	// descriptors we lack (anti-entropy for missed gossip).
+	ResyncInterval time.Duration
+	Gossip         bool // announce on and listen to daitn/descriptors/1
+	DHT            bool // put records, provide capability keys, look up
+	PrivKey        crypto.PrivKey
+	Now            func() time.Time
 }
 
 // Option configures New.
@@ -122,6 +125,18 @@ func WithFindTimeout(d time.Duration) Option {
 			return fmt.Errorf("descriptors: find timeout %v (want > 0)", d)
 		}
 		c.FindTimeout = d
+		return nil
+	}
+}
+
+// WithResyncInterval sets how often a random topic peer is asked for the
+// descriptors this node lacks (>= 1s).
+func WithResyncInterval(d time.Duration) Option {
+	return func(c *Config) error {
+		if d < time.Second {
+			return fmt.Errorf("descriptors: resync interval %v (want >= 1s)", d)
+		}
+		c.ResyncInterval = d
 		return nil
 	}
 }
@@ -204,22 +219,23 @@ type Service struct {
 // descriptors.RecordValidator{})).
 //
 // Defaults: TTL 24h, republish at 0.5 of the TTL, sweep every 30s, watch
-// every 10s, find timeout 10s, gossip and DHT on when ps and rt are given,
+// every 10s, find timeout 10s, anti-entropy resync every 5m, gossip and DHT on when ps and rt are given,
 // signing key = the host's key.
 func New(ctx context.Context, h host.Host, ps *pubsub.PubSub, rt routing.Routing, store ds.Batching, opts ...Option) (*Service, error) {
 	if h == nil {
 		return nil, errors.New("descriptors: new service: host is nil")
 	}
 	cfg := Config{
-		Logger:        slog.Default(),
-		TTL:           DefaultTTL,
-		RepublishAt:   0.5,
-		SweepInterval: 30 * time.Second,
-		WatchInterval: 10 * time.Second,
-		FindTimeout:   10 * time.Second,
-		Gossip:        ps != nil,
-		DHT:           rt != nil,
-		Now:           time.Now,
+		Logger:         slog.Default(),
+		TTL:            DefaultTTL,
+		RepublishAt:    0.5,
+		SweepInterval:  30 * time.Second,
+		WatchInterval:  10 * time.Second,
+		FindTimeout:    10 * time.Second,
+		ResyncInterval: 5 * time.Minute,
+		Gossip:         ps != nil,
+		DHT:            rt != nil,
+		Now:            time.Now,
 	}
 	for _, o := range opts {
 		if o == nil {

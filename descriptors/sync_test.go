@@ -1,6 +1,7 @@
 package descriptors
 
 import (
+	"bufio"
 	"bytes"
 	"context"
 	"encoding/binary"
@@ -91,6 +92,91 @@ func FuzzReadSyncAnswer(f *testing.F) {
 		}
 		if err != nil && !classified(err) && !errors.Is(err, ErrSyncLimit) {
 			t.Fatalf("unclassified error %v", err)
+		}
+	})
+}
+
+// TestAntiEntropy: a descriptor a node missed (dropped here from its cache,
+// as if gossip had passed it by) comes back from a periodic resync, and a
+// resync of what the node already has transfers nothing.
+func TestAntiEntropy(t *testing.T) {
+	nw := p2ptest.New(t, 2, p2ptest.WithPubSub())
+	svcs := startAll(t, nw, WithResyncInterval(time.Second))
+	waitMesh(t, svcs)
+	ctx := context.Background()
+	sd, err := svcs[1].Publish(ctx, sample(KindCompute, "missed"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	findsOnAll(t, svcs, 1, Query{Kind: KindCompute}, FindOptions{UseGossip: true}, sd, 10*time.Second)
+	// Up to date: a sync brings nothing new.
+	before := svcs[0].Stats().Synced
+	if err := svcs[0].syncFrom(ctx, nw.Peers[1].Host.ID()); err != nil {
+		t.Fatal(err)
+	}
+	if got := svcs[0].Stats().Synced; got != before {
+		t.Fatalf("sync of an up-to-date node transferred %d descriptors", got-before)
+	}
+	svcs[0].mu.Lock()
+	delete(svcs[0].cache, sd.Slot)
+	delete(svcs[0].byVer, sd.ID)
+	svcs[0].mu.Unlock()
+	p2ptest.Eventually(t, 10*time.Second, "missed descriptor restored by anti-entropy", func() bool {
+		got, err := svcs[0].Get(ctx, sd.Slot)
+		return err == nil && got.ID == sd.ID
+	})
+}
+
+func TestReadDigestLimits(t *testing.T) {
+	for _, c := range []struct {
+		name string
+		b    []byte
+		err  error
+	}{
+		{"empty", nil, ErrMalformed},
+		{"too many", binary.AppendUvarint(nil, MaxSyncDescriptors+1), ErrSyncLimit},
+		{"slot too long", binary.AppendUvarint(binary.AppendUvarint(nil, 1), maxSlotBytes+1), ErrMalformed},
+		{"truncated", append(binary.AppendUvarint(binary.AppendUvarint(nil, 1), 36), 1, 2, 3), ErrMalformed},
+	} {
+		if _, err := readDigest(bufio.NewReader(bytes.NewReader(c.b))); !errors.Is(err, c.err) {
+			t.Errorf("%s: %v, want %v", c.name, err, c.err)
+		}
+	}
+	var buf bytes.Buffer
+	s, _ := Sign(newKey(t), sample(KindModel, "d"))
+	if err := writeDigest(&buf, []*Signed{s}); err != nil {
+		t.Fatal(err)
+	}
+	have, err := readDigest(bufio.NewReader(&buf))
+	if err != nil || have[string(s.Slot.Bytes())] != s.Seq {
+		t.Fatalf("digest round trip: %v, %v", have, err)
+	}
+}
+
+// FuzzReadDigest: a sync request from a peer decodes within its limits or
+// fails with a classified error.
+func FuzzReadDigest(f *testing.F) {
+	var buf bytes.Buffer
+	s, _ := Sign(newKey(f), sample(KindModel, "d"))
+	_ = writeDigest(&buf, []*Signed{s, s})
+	f.Add(buf.Bytes())
+	f.Add([]byte{0})
+	f.Add([]byte{0xff, 0xff, 0xff, 0xff, 0x0f})
+	f.Fuzz(func(t *testing.T, b []byte) {
+		have, err := readDigest(bufio.NewReader(bytes.NewReader(b)))
+		if err != nil {
+			if !errors.Is(err, ErrMalformed) && !errors.Is(err, ErrSyncLimit) {
+				t.Fatalf("unclassified error %v", err)
+			}
+			return
+		}
+		if len(have) > MaxSyncDescriptors {
+			t.Fatalf("%d entries", len(have))
+		}
+		for slot := range have {
+			if len(slot) == 0 || len(slot) > maxSlotBytes {
+				t.Fatalf("slot of %d bytes accepted", len(slot))
+			}
 		}
 	})
 }
