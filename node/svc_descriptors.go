@@ -34,7 +34,7 @@ import (
 //	                                  min_samples, max_age, owner, source=gossip|dht|both)
 //
 // Settings come from [services.descriptors] in config.toml: ttl ("24h"),
-// watch_interval ("10s").
+// watch_interval ("10s"), find_timeout ("10s"), resync_interval ("5m").
 func (n *Node) startDescriptors(ctx context.Context) error {
 	var rt routing.Routing
 	if d := n.DHT(); d != nil {
@@ -46,9 +46,10 @@ func (n *Node) startDescriptors(ctx context.Context) error {
 	}
 	conf := n.Config().Services["descriptors"]
 	for key, o := range map[string]func(time.Duration) descriptors.Option{
-		"ttl":            descriptors.WithTTL,
-		"watch_interval": descriptors.WithWatchInterval,
-		"find_timeout":   descriptors.WithFindTimeout,
+		"ttl":             descriptors.WithTTL,
+		"watch_interval":  descriptors.WithWatchInterval,
+		"find_timeout":    descriptors.WithFindTimeout,
+		"resync_interval": descriptors.WithResyncInterval,
 	} {
 		v, ok := conf[key]
 		if !ok {
