@@ -165,10 +165,11 @@ func TestValidatorRules(t *testing.T) {
 	k := newKey(t)
 	poster, _ := peer.IDFromPrivateKey(k)
 	now := time.Now()
+	base := validTask(poster) // one Created time, so identical postings are identical
 	mk := func(mut func(*Task)) []byte {
-		tk := validTask(poster)
-		mut(tk)
-		env, err := seal(postingRec{tk}, k)
+		tk := *base
+		mut(&tk)
+		env, err := seal(postingRec{&tk}, k)
 		if err != nil {
 			t.Fatal(err)
 		}
