@@ -159,12 +159,16 @@ func New(ctx context.Context, h host.Host, ps *pubsub.PubSub, opts ...Option) (*
 		senders: map[peer.ID]*senderState{},
 		seq:     uint64(time.Now().UnixMilli()),
 	}
-	t, err := gossip.Join(ps, BeaconTopic, s.validate)
+	// Inline: the check is cheap next to GossipSub's own signature check, and
+	// a goroutine per message only adds scheduling under load.
+	t, err := gossip.Join(ps, BeaconTopic, s.validate, pubsub.WithValidatorInline(true))
 	if err != nil {
 		cancel()
 		return nil, fmt.Errorf("overlay: %w", err)
 	}
-	sub, err := t.Subscribe()
+	// A large buffer: GossipSub drops messages for a subscriber that falls
+	// 32 behind, and a burst of beacons after a partition heals is normal.
+	sub, err := t.Subscribe(pubsub.WithBufferSize(1024))
 	if err != nil {
 		_ = t.Close()
 		_ = ps.UnregisterTopicValidator(BeaconTopic)
