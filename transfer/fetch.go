@@ -94,6 +94,7 @@ type worker struct {
 	asked   map[cid.Cid]*item
 	missing map[cid.Cid]bool
 	bytes   int // requested, not yet received
+	window  int // how many bytes may be outstanding at this peer
 	serving bool
 	haveOK  chan struct{} // closed when the peer says it has the root
 	stats   *PeerStats
@@ -491,8 +492,12 @@ func (f *fetch) startWorker(p peer.ID) {
 		f.stats[p] = st
 	}
 	ctx, cancel := context.WithCancel(f.ctx)
+	// Each peer starts with a small window that grows by what it delivers
+	// (slow start), so a peer that turns out slow never holds much of the
+	// work; Busy answers halve it.
 	w := &worker{p: p, ctx: ctx, cancel: cancel, wake: make(chan struct{}, 1),
-		asked: map[cid.Cid]*item{}, missing: map[cid.Cid]bool{}, stats: st}
+		window: min(f.s.cfg.Window, 2<<20),
+		asked:  map[cid.Cid]*item{}, missing: map[cid.Cid]bool{}, stats: st}
 	f.workers[p] = w
 	f.wg.Add(1)
 	go f.runWorker(w)
@@ -589,7 +594,7 @@ func (f *fetch) next(w *worker, max int) []*item {
 	if w.dead {
 		return nil
 	}
-	window := f.s.cfg.Window
+	window := w.window
 	var out []*item
 	take := func(it *item) {
 		it.holders[w.p] = true
@@ -796,6 +801,7 @@ func (f *fetch) readLoop(w *worker, str network.Stream, br *bufio.Reader, hdr []
 			f.mu.Lock()
 			delete(w.asked, it.c)
 			w.bytes -= it.est()
+			w.window = min(w.window+resp.Len, f.s.cfg.Window)
 			f.mu.Unlock()
 			wakeUp(w)
 			select {
@@ -811,6 +817,8 @@ func (f *fetch) readLoop(w *worker, str network.Stream, br *bufio.Reader, hdr []
 			f.mu.Lock()
 			if resp.Kind == wire.KindNotFound {
 				w.missing[it.c] = true
+			} else {
+				w.window = max(w.window/2, 256<<10)
 			}
 			if !it.done && !it.got && len(it.holders) == 0 {
 				f.queue = append(f.queue, it)
