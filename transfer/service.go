@@ -77,8 +77,9 @@ func WithMaxFetchSize(n int64) Option {
 	}
 }
 
-// WithWindow sets how many bytes may be requested from one peer and not yet
-// received (default 16 MiB, accepted 256 KiB..256 MiB).
+// WithWindow sets the most bytes that may be requested from one peer and
+// not yet received (default 16 MiB, accepted 256 KiB..256 MiB). Each peer
+// starts at 2 MiB (or less) and grows towards it as it delivers.
 func WithWindow(n int) Option {
 	return func(c *Config) error {
 		if n < 256<<10 || n > 256<<20 {
