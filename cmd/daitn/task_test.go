@@ -9,6 +9,7 @@ import (
 	"os/exec"
 	"path/filepath"
 	"strings"
+	"sync"
 	"testing"
 	"time"
 
@@ -42,19 +43,30 @@ func TestTaskPostAgentRunExec(t *testing.T) {
 	if _, errOut, code := run(t, "connect", "--data", b, tcp); code != 0 {
 		t.Fatalf("connect: %s", errOut)
 	}
-	startAgent := func(args ...string) *bytes.Buffer {
+	startAgent := func(args ...string) *syncBuffer {
 		cmd := exec.Command(daitnBin, append([]string{"agent", "run", "--data", b, "--pool", "demo"}, args...)...)
-		var logs bytes.Buffer
-		cmd.Stdout, cmd.Stderr = &logs, &logs
+		logs := &syncBuffer{}
+		cmd.Stdout, cmd.Stderr = logs, logs
 		if err := cmd.Start(); err != nil {
 			t.Fatal(err)
 		}
 		t.Cleanup(func() { _ = cmd.Process.Kill(); _, _ = cmd.Process.Wait() })
-		return &logs
+		return logs
 	}
 	upperLog := startAgent("--skill", "upper", "--exec", "tr a-z A-Z")
-	startAgent("--skill", "crash", "--exec", "echo broken >&2; exit 3")
-	startAgent("--skill", "file", "--exec", "wc -c < {input}")
+	logs := []*syncBuffer{upperLog,
+		startAgent("--skill", "crash", "--exec", "echo broken >&2; exit 3"),
+		startAgent("--skill", "file", "--exec", "wc -c < {input}")}
+	// Registered agents have joined the pool, so the postings reach them.
+	deadline := time.Now().Add(30 * time.Second)
+	for _, l := range logs {
+		for !strings.Contains(l.String(), "running") {
+			if time.Now().After(deadline) {
+				t.Fatalf("agent did not start: %s", l.String())
+			}
+			time.Sleep(20 * time.Millisecond)
+		}
+	}
 
 	input := filepath.Join(t.TempDir(), "in.txt")
 	if err := os.WriteFile(input, []byte("hello task pool\n"), 0o600); err != nil {
@@ -207,4 +219,22 @@ func TestExternalAgentAPI(t *testing.T) {
 		t.Fatalf("stream ended early: %v", err)
 	default:
 	}
+}
+
+// syncBuffer is a bytes.Buffer safe for a process writing while the test reads.
+type syncBuffer struct {
+	mu sync.Mutex
+	b  bytes.Buffer
+}
+
+func (s *syncBuffer) Write(p []byte) (int, error) {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	return s.b.Write(p)
+}
+
+func (s *syncBuffer) String() string {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	return s.b.String()
 }
