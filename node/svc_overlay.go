@@ -229,13 +229,7 @@ type MapPlanRequest struct {
 }
 
 // MapPlanResponse is T-FAM's admission, MTRCE's plan and TAG's settings.
-type MapPlanResponse struct {
-	Admission routing.Admission `json:"admission"`
-	Plan      *routing.Plan     `json:"plan,omitempty"`
-	Settings  *routing.Settings `json:"settings,omitempty"`
-	Notes     []string          `json:"notes,omitempty"`
-	Error     string            `json:"error,omitempty"`
-}
+type MapPlanResponse = routing.JobDecision
 
 // MapQueryResponse is Q-FAM's admission and Q-IRCE's ranking.
 type MapQueryResponse struct {
@@ -328,28 +322,12 @@ func registerOverlayAPI(n *Node, svc *overlay.Service) {
 			oam.WriteError(w, http.StatusBadRequest, err)
 			return
 		}
-		snap := svc.Snapshot()
-		adm, err := routing.TFAM(snap, req.Job)
+		d, err := routing.PlanJob(svc.Snapshot(), req.Job)
 		if err != nil {
 			oam.WriteError(w, http.StatusBadRequest, err)
 			return
 		}
-		resp := MapPlanResponse{Admission: adm}
-		if adm.Admit {
-			plan, err := routing.MTRCE(snap, req.Job)
-			if err != nil {
-				resp.Error = err.Error()
-			} else {
-				resp.Plan = &plan
-				st, notes, err := routing.TAG(req.Job, len(plan.Assignments))
-				if err != nil {
-					resp.Error = err.Error()
-				} else {
-					resp.Settings, resp.Notes = &st, notes
-				}
-			}
-		}
-		oam.WriteJSON(w, http.StatusOK, resp)
+		oam.WriteJSON(w, http.StatusOK, d)
 	})
 	api.Handle("POST /v1/map/plan/query", func(w http.ResponseWriter, r *http.Request) {
 		var q routing.QuerySpec

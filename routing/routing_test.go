@@ -527,3 +527,17 @@ func TestQIRCEBruteForce(t *testing.T) {
 		}
 	}
 }
+
+func TestPlanJob(t *testing.T) {
+	d, err := PlanJob(tenShards(10).snap(t), JobSpec{Task: "digits", Labels: digits, MinSamples: 5000, Shards: 10})
+	if err != nil || !d.Admission.Admit || d.Plan == nil || len(d.Plan.Assignments) != 10 || d.Settings == nil || d.Settings.ClientsPerRound != 1 {
+		t.Fatalf("decision %+v, %v", d, err)
+	}
+	d, err = PlanJob(tenShards(3).snap(t), JobSpec{Task: "digits", Shards: 10})
+	if err != nil || d.Admission.Admit || d.Plan != nil {
+		t.Fatalf("infeasible job: %+v, %v", d, err)
+	}
+	if _, err := PlanJob(tenShards(3).snap(t), JobSpec{}); err == nil {
+		t.Fatal("invalid job accepted")
+	}
+}

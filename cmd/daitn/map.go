@@ -397,10 +397,6 @@ node near it), with the FedAvg settings it would use. Nothing is started.
 			for _, r := range resp.Admission.Warnings {
 				fmt.Fprintln(w, "  warning:", r)
 			}
-			if resp.Error != "" {
-				fmt.Fprintln(w, "MTRCE:", resp.Error)
-				return &exitError{code: 2, err: fmt.Errorf("no plan")}
-			}
 			fmt.Fprintf(w, "MTRCE: %d datasets, %d samples (core: %s)\n", len(resp.Plan.Assignments), resp.Plan.Samples, strings.Join(resp.Plan.Core, ","))
 			tw := newTable(w)
 			fmt.Fprintln(tw, "DATASET\tOWNER\tTRAIN ON\tMODE\tSAMPLES\tAGE\tWHY")
