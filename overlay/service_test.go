@@ -11,7 +11,9 @@ import (
 	"github.com/libp2p/go-libp2p"
 	pubsub "github.com/libp2p/go-libp2p-pubsub"
 	"github.com/libp2p/go-libp2p/core/crypto"
+	"github.com/libp2p/go-libp2p/core/event"
 	"github.com/libp2p/go-libp2p/core/host"
+	"github.com/libp2p/go-libp2p/core/network"
 	"github.com/libp2p/go-libp2p/core/peer"
 
 	"github.com/daitn/daitn/internal/gossip"
@@ -262,5 +264,31 @@ func TestEventsItemsAndClose(t *testing.T) {
 		if _, ok := <-ch; ok {
 			t.Fatal("subscription after Close is open")
 		}
+	}
+}
+
+// TestReachabilityFromAutoNAT: the beacon carries what libp2p's AutoNAT
+// concluded, announced on the host's event bus.
+func TestReachabilityFromAutoNAT(t *testing.T) {
+	nw := p2ptest.New(t, 2, p2ptest.WithPubSub())
+	opts := []Option{WithInterval(time.Second), WithMinInterval(50 * time.Millisecond)}
+	a := newSvc(t, nw.Peers[0].Host, nw.Peers[0].PubSub, opts...)
+	_ = newSvc(t, nw.Peers[1].Host, nw.Peers[1].PubSub, opts...)
+	em, err := nw.Peers[1].Host.EventBus().Emitter(new(event.EvtLocalReachabilityChanged))
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer em.Close()
+	for _, c := range []struct {
+		r    network.Reachability
+		want string
+	}{{network.ReachabilityPrivate, ReachPrivate}, {network.ReachabilityPublic, ReachPublic}} {
+		if err := em.Emit(event.EvtLocalReachabilityChanged{Reachability: c.r}); err != nil {
+			t.Fatal(err)
+		}
+		p2ptest.Eventually(t, 30*time.Second, "peer 1 announced as "+c.want, func() bool {
+			p := a.Snapshot().Peer(nw.Peers[1].Host.ID())
+			return p != nil && p.Reach == c.want
+		})
 	}
 }
