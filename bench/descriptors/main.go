@@ -273,7 +273,9 @@ func gossipLatency(nodes []*peerNode, publishes int) error {
 		go func() {
 			for ev := range ch {
 				if ev.Type == descriptors.EventAdded || ev.Type == descriptors.EventUpdated {
-					if ev.Source != descriptors.SourceGossip {
+					// Visible by gossip, or by a neighbour's catch-up sync
+					// that happened to run first.
+					if ev.Source != descriptors.SourceGossip && ev.Source != descriptors.SourceSync {
 						continue
 					}
 					now := time.Now()
