@@ -12,6 +12,8 @@ import (
 	"strings"
 	"time"
 
+	"github.com/prometheus/client_golang/prometheus"
+
 	"github.com/daitn/daitn/oam"
 	"github.com/daitn/daitn/train"
 )
@@ -76,7 +78,30 @@ func (n *Node) startTrain(ctx context.Context) error {
 	if n.API() != nil {
 		registerTrainAPI(n, svc)
 	}
+	if reg := n.Registry(); reg != nil {
+		registerTrainMetrics(reg, svc)
+	}
 	return nil
+}
+
+func registerTrainMetrics(reg *prometheus.Registry, svc *train.Service) {
+	counter := func(name, help string, get func(train.Stats) int64) prometheus.Collector {
+		return prometheus.NewCounterFunc(prometheus.CounterOpts{Name: "daitn_train_" + name, Help: help},
+			func() float64 { return float64(get(svc.Stats())) })
+	}
+	for _, c := range []prometheus.Collector{
+		counter("rounds_total", "Training rounds completed as client.", func(s train.Stats) int64 { return s.Rounds }),
+		counter("rounds_failed_total", "Training rounds that produced no model.", func(s train.Stats) int64 { return s.RoundsFailed }),
+		counter("updates_accepted_total", "Updates averaged.", func(s train.Stats) int64 { return s.UpdatesAccepted }),
+		counter("updates_rejected_total", "Updates refused: wrong shape, non-finite, or claimed weight.", func(s train.Stats) int64 { return s.UpdatesRejected }),
+		counter("nodes_lost_total", "Round parts lost to expired leases, failures or no bid.", func(s train.Stats) int64 { return s.NodesLost }),
+		counter("reports_ignored_total", "Evaluations without a report signed by the chosen MPVU.", func(s train.Stats) int64 { return s.ReportsIgnored }),
+		counter("bytes_moved_total", "Model and update bytes moved by rounds this node ran.", func(s train.Stats) int64 { return s.BytesMoved }),
+		counter("rounds_trained_total", "Rounds trained as a data node.", func(s train.Stats) int64 { return s.RoundsTrained }),
+		counter("evaluations_total", "Models evaluated as an MPVU.", func(s train.Stats) int64 { return s.Evaluations }),
+	} {
+		_ = reg.Register(c) // a second node in one process re-registers: ignore
+	}
 }
 
 // Train is the node's training service (nil if it did not start).

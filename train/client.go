@@ -200,7 +200,7 @@ func (s *Service) Submit(ctx context.Context, spec *JobSpec) (*Job, error) {
 		if err != nil {
 			return nil, fmt.Errorf("submit: %w", err)
 		}
-		root, err := s.xfer.AddBytes(ctx, b)
+		root, err := s.publishModel(ctx, b)
 		if err != nil {
 			return nil, fmt.Errorf("submit: store initial model: %w", err)
 		}
@@ -448,6 +448,7 @@ func (s *Service) runJob(ctx context.Context, run *jobRun) {
 			return // closing: the job resumes from its checkpoint
 		}
 		if err != nil {
+			s.stats.roundsFailed.Add(1)
 			failures++
 			s.log.Warn("round failed", "job", j.ID, "round", round+1, "err", err, "failures", failures)
 			s.emit(Event{Job: j.ID, Type: "failed", Round: round + 1, Message: err.Error()})
@@ -822,7 +823,7 @@ func (s *Service) runRound(ctx context.Context, run *jobRun) (*RoundRecord, erro
 	if err != nil {
 		return nil, fmt.Errorf("round %d: encode global model: %w", round, err)
 	}
-	nroot, err := s.xfer.AddBytes(ctx, nb)
+	nroot, err := s.publishModel(ctx, nb)
 	if err != nil {
 		return nil, fmt.Errorf("round %d: store global model: %w", round, err)
 	}
@@ -847,6 +848,15 @@ func (s *Service) runRound(ctx context.Context, run *jobRun) (*RoundRecord, erro
 	rec.FullBytes = 2 * rec.ModelBytes * int64(len(rec.Nodes)+len(rec.Rejected))
 	rec.WallMs = time.Since(start).Milliseconds()
 	rec.Time = time.Now().UTC()
+
+	s.stats.rounds.Add(1)
+	s.stats.accepted.Add(int64(len(rec.Nodes)))
+	s.stats.rejected.Add(int64(len(rec.Rejected)))
+	s.stats.lost.Add(int64(len(rec.Failed)))
+	s.stats.bytes.Add(rec.BytesDown + rec.BytesUp + rec.BytesEval)
+	if rec.Accuracy < 0 {
+		s.stats.ignored.Add(1)
+	}
 
 	// Checkpoint: from here on a restart continues after this round.
 	s.mu.Lock()
@@ -936,4 +946,19 @@ func short(s string) string {
 		return s[:6] + ".." + s[len(s)-4:]
 	}
 	return s
+}
+
+// publishModel stores a global model and makes it public. It must be
+// explicit: with one update in a round, the average is bit-identical to
+// that update, so the global model has the same CID as a root this node
+// fetched as private (transfer keeps fetched private roots private).
+func (s *Service) publishModel(ctx context.Context, b []byte) (cid.Cid, error) {
+	root, err := s.xfer.AddBytes(ctx, b)
+	if err != nil {
+		return cid.Undef, err
+	}
+	if err := s.xfer.SetPolicy(root, nil); err != nil {
+		return cid.Undef, err
+	}
+	return root, nil
 }

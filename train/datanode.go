@@ -276,6 +276,7 @@ func (s *Service) handleRound(ctx context.Context, t taskpool.Task) ([]byte, err
 	s.data.mu.Lock()
 	s.data.last[rt.Job] = []cid.Cid{root, up}
 	s.data.mu.Unlock()
+	s.stats.trained.Add(1)
 	s.log.Info("round trained", "job", rt.Job, "round", rt.Round, "dataset", rt.Dataset,
 		"samples", n, "loss", res.Loss, "train_ms", trainMs, "fetch_ms", fetchMs)
 	return MarshalRoundResult(&RoundResult{

@@ -107,6 +107,7 @@ func TestFederationFaults(t *testing.T) {
 	spec := baseSpec()
 	spec.Target.Accuracy = 0.85
 	spec.Settings.Clients = 6
+	spec.Target.MaxRounds = 30
 	job, err := client.st.Train.Submit(ctx, spec)
 	if err != nil {
 		t.Fatal(err)
@@ -178,7 +179,11 @@ func TestFederationFaults(t *testing.T) {
 	if r := j.History[forged-1]; len(r.Report) != 0 || j.State.Terminal() || j.Accuracy == 0.99 {
 		t.Fatalf("round %d took the forged report: accuracy %.4f, state %s", forged, j.Accuracy, j.State)
 	}
-	// The honest MPVU comes back on the same node.
+	// The honest MPVU comes back on the same node; the job waits paused
+	// meanwhile so it cannot run out of rounds on forged reports.
+	if err := client.st.Train.Pause(job.ID); err != nil {
+		t.Fatal(err)
+	}
 	_ = mpvu.st.Train.Close()
 	honest, err := train.New(context.Background(), mpvu.nd.Host(), mpvu.nd.PubSub(), mpvu.nd.Store(),
 		mpvu.st.Desc, mpvu.st.Xfer, mpvu.st.Pool, train.WithRoles(train.RoleMPVU), train.WithTestsetLimit(cfg.testLimit))
@@ -186,6 +191,9 @@ func TestFederationFaults(t *testing.T) {
 		t.Fatal(err)
 	}
 	mpvu.st.Train = honest
+	if err := client.st.Train.Resume(job.ID); err != nil {
+		t.Fatal(err)
+	}
 	j, err = client.st.Train.Wait(ctx, job.ID)
 	if err != nil {
 		t.Fatal(err)
@@ -196,6 +204,9 @@ func TestFederationFaults(t *testing.T) {
 	if j.State != train.StateDone || j.Accuracy < spec.Target.Accuracy || j.Resumed < 1 {
 		t.Fatalf("after restart: state %s (%s), accuracy %.4f, resumed %d; want done above %.2f after a resume",
 			j.State, j.Reason, j.Accuracy, j.Resumed, spec.Target.Accuracy)
+	}
+	if st := client.st.Train.Stats(); st.Rounds < 1 || st.ReportsIgnored < 1 || st.UpdatesAccepted < st.Rounds {
+		t.Errorf("client stats after restart: %+v", st)
 	}
 	for i, r := range j.History {
 		if r.Round != i+1 {

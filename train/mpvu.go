@@ -8,6 +8,7 @@ import (
 	"fmt"
 	"io"
 	"strconv"
+	"strings"
 	"time"
 
 	"github.com/ipfs/go-cid"
@@ -145,6 +146,7 @@ func (s *Service) evaluateRequest(remote peer.ID, b []byte) ([]byte, error) {
 		Model: req.Model, Arch: req.Arch, Testset: s.mpvu.id, Accuracy: ev.Accuracy, Loss: ev.Loss,
 		Samples: ev.Samples, Time: time.Now().UnixMilli(), Evaluator: s.h.ID().String(), Nonce: req.Nonce,
 	}
+	s.stats.evals.Add(1)
 	s.log.Info("evaluated", "model", req.Model, "for", remote, "accuracy", ev.Accuracy, "loss", ev.Loss)
 	return SealEvalReport(rep, s.key)
 }
@@ -192,7 +194,10 @@ func (s *Service) Evaluate(ctx context.Context, mpvu peer.ID, root cid.Cid, arch
 		return nil, nil, fmt.Errorf("read evaluation reply from %s: %w", mpvu, err)
 	}
 	if status != evalOK {
-		return nil, nil, fmt.Errorf("mpvu %s: %s", mpvu, trunc(string(body)))
+		if len(body) > maxEvalErrText {
+			body = body[:maxEvalErrText]
+		}
+		return nil, nil, fmt.Errorf("mpvu %s: %s", mpvu, strings.ToValidUTF8(string(body), "?"))
 	}
 	rep, err := VerifyReport(body, mpvu, root.String(), nonce)
 	if err != nil {

@@ -7,6 +7,7 @@ import (
 	"log/slog"
 	"slices"
 	"sync"
+	"sync/atomic"
 	"time"
 
 	ds "github.com/ipfs/go-datastore"
@@ -154,6 +155,8 @@ type Service struct {
 
 	data *dataRole
 	mpvu *mpvuRole
+
+	stats statsCounters
 
 	mu     sync.Mutex
 	closed bool
@@ -315,5 +318,32 @@ func (s *Service) emit(ev Event) {
 		case ch <- ev:
 		default:
 		}
+	}
+}
+
+// Stats counts what the service did since it started.
+type Stats struct {
+	Rounds          int64 `json:"rounds"`           // rounds completed as client
+	RoundsFailed    int64 `json:"rounds_failed"`    // rounds that produced no model
+	UpdatesAccepted int64 `json:"updates_accepted"` // updates averaged
+	UpdatesRejected int64 `json:"updates_rejected"` // updates refused (shape, NaN, weight)
+	NodesLost       int64 `json:"nodes_lost"`       // round parts lost (lease expired, failed, no bid)
+	ReportsIgnored  int64 `json:"reports_ignored"`  // evaluations not signed by the chosen MPVU (or failed)
+	BytesMoved      int64 `json:"bytes_moved"`      // model down + updates up + model to the MPVU
+	RoundsTrained   int64 `json:"rounds_trained"`   // rounds trained as a data node
+	Evaluations     int64 `json:"evaluations"`      // models evaluated as an MPVU
+}
+
+type statsCounters struct {
+	rounds, roundsFailed, accepted, rejected, lost, ignored, bytes, trained, evals atomic.Int64
+}
+
+// Stats returns the counters.
+func (s *Service) Stats() Stats {
+	c := &s.stats
+	return Stats{
+		Rounds: c.rounds.Load(), RoundsFailed: c.roundsFailed.Load(), UpdatesAccepted: c.accepted.Load(),
+		UpdatesRejected: c.rejected.Load(), NodesLost: c.lost.Load(), ReportsIgnored: c.ignored.Load(),
+		BytesMoved: c.bytes.Load(), RoundsTrained: c.trained.Load(), Evaluations: c.evals.Load(),
 	}
 }
