@@ -50,7 +50,21 @@ func (n *Node) startOverlay(ctx context.Context) error {
 	} else if ok {
 		slots = v
 	}
-	opts = append(opts, overlay.WithFree(overlay.SystemFree(n.DataDir(), slots)))
+	free := overlay.SystemFree(n.DataDir(), slots)
+	busy := func() int64 {
+		// Services started after the overlay are looked up when sampled.
+		if tr, ok := n.service("train").(interface{ Busy() int }); ok {
+			return int64(tr.Busy())
+		}
+		return 0
+	}
+	opts = append(opts,
+		overlay.WithLoad(func() overlay.Load { return overlay.Load{CPU: overlay.SystemCPU(), Jobs: busy()} }),
+		overlay.WithFree(func() overlay.Capacity {
+			c := free()
+			c.Slots = max(0, c.Slots-busy())
+			return c
+		}))
 	if feed, ok := n.service("descriptors").(descriptorFeed); ok {
 		opts = append(opts, overlay.WithItemSource(descSource{feed}))
 	} else {

@@ -15,7 +15,7 @@ import (
 func SystemFree(dir string, slots int64) func() Capacity {
 	return func() Capacity {
 		c := Capacity{Slots: slots}
-		busy := float64(systemCPU()) / 100 * float64(runtime.NumCPU())
+		busy := float64(SystemCPU()) / 100 * float64(runtime.NumCPU())
 		c.Cores = max(0, int64(float64(runtime.NumCPU())-busy))
 		if data, err := os.ReadFile("/proc/meminfo"); err == nil {
 			for _, line := range strings.Split(string(data), "\n") {

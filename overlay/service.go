@@ -661,12 +661,12 @@ func (s *Service) sampleLoad() Load {
 		l.Queue, l.Jobs, l.Queries = max(l.Queue, 0), max(l.Jobs, 0), max(l.Queries, 0)
 		return l
 	}
-	return Load{CPU: systemCPU()}
+	return Load{CPU: SystemCPU()}
 }
 
-// systemCPU estimates busy CPU share from the 1-minute load average; 0 where
+// SystemCPU estimates busy CPU share from the 1-minute load average; 0 where
 // /proc/loadavg does not exist.
-func systemCPU() int64 {
+func SystemCPU() int64 {
 	data, err := os.ReadFile("/proc/loadavg")
 	if err != nil {
 		return 0
