@@ -149,3 +149,40 @@ func TestSignedJSON(t *testing.T) {
 		t.Fatalf("round trip %+v", back)
 	}
 }
+
+func TestMatchesTable(t *testing.T) {
+	now := time.Now()
+	data := sample(KindData, "d")
+	data.Data.Updated = now.Add(-2 * time.Hour)
+	model := sample(KindModel, "m")
+	ts := sample(KindTestset, "t")
+	comp := sample(KindCompute, "c")
+	cases := []struct {
+		q    Query
+		d    *Descriptor
+		want bool
+	}{
+		{Query{Kind: KindData, Task: "DIGITS-classification"}, data, true},
+		{Query{Kind: KindData, Task: "speech"}, data, false},
+		{Query{Kind: KindModel}, data, false},
+		{Query{MinSamples: 6000}, data, true},
+		{Query{MinSamples: 6001}, data, false},
+		{Query{MaxAge: time.Hour}, data, false},
+		{Query{MaxAge: 3 * time.Hour}, data, true},
+		{Query{Modality: "image"}, data, true},
+		{Query{Modality: "text"}, data, false},
+		{Query{Skill: "classify-digits"}, model, true},
+		{Query{Skill: "classify-digits"}, data, false},
+		{Query{Role: "mpvu"}, ts, true},
+		{Query{Role: "host"}, comp, true},
+		{Query{Role: "mpvu"}, comp, false},
+		{Query{Name: "c"}, comp, true},
+		{Query{}, &Descriptor{Header: Header{Kind: KindData}}, false}, // no body
+		{Query{}, nil, false},
+	}
+	for i, c := range cases {
+		if got := c.q.Matches(c.d, now); got != c.want {
+			t.Errorf("case %d %+v: got %v want %v", i, c.q, got, c.want)
+		}
+	}
+}

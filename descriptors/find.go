@@ -67,7 +67,7 @@ type Result struct {
 	AgeSeconds float64 `json:"age_seconds"`
 }
 
-// Updated is when the described thing last changed: the data's last update
+// UpdatedAt is when the described thing last changed: the data's last update
 // for data and testsets, the issue time otherwise.
 func (d *Descriptor) UpdatedAt() time.Time {
 	switch {
@@ -79,8 +79,12 @@ func (d *Descriptor) UpdatedAt() time.Time {
 	return d.Issued
 }
 
-// Matches reports whether d satisfies q at now.
+// Matches reports whether d satisfies q at now. A nil or bodiless
+// descriptor matches nothing.
 func (q Query) Matches(d *Descriptor, now time.Time) bool {
+	if d == nil {
+		return false
+	}
 	eq := func(a, b string) bool {
 		return b == "" || strings.EqualFold(strings.TrimSpace(a), strings.TrimSpace(b))
 	}
@@ -99,18 +103,20 @@ func (q Query) Matches(d *Descriptor, now time.Time) bool {
 	var task, modality string
 	var tasks, skills, roles []string
 	samples := int64(-1)
-	switch d.Kind {
-	case KindData:
+	switch {
+	case d.Kind == KindData && d.Data != nil:
 		task, modality, samples = d.Data.Task, d.Data.Modality, d.Data.Samples
-	case KindModel:
+	case d.Kind == KindModel && d.Model != nil:
 		task, modality, skills = d.Model.Task, d.Model.Modality, d.Model.Skills
-	case KindCompute:
+	case d.Kind == KindCompute && d.Compute != nil:
 		roles = d.Compute.Roles
 		if len(roles) == 0 {
 			roles = []string{"compute"}
 		}
-	case KindTestset:
+	case d.Kind == KindTestset && d.Testset != nil:
 		task, modality, samples, tasks, roles = d.Testset.Task, d.Testset.Modality, d.Testset.Samples, d.Testset.Tasks, []string{"mpvu"}
+	default:
+		return false // not a valid descriptor: matches nothing
 	}
 	anyEq := func(list []string, want string) bool {
 		return want == "" || slices.ContainsFunc(list, func(s string) bool { return eq(s, want) })
