@@ -202,6 +202,9 @@ func SignAt(priv crypto.PrivKey, d *Descriptor, now time.Time) (*Signed, error) 
 	if d == nil {
 		return nil, fmt.Errorf("sign descriptor: %w", &FieldError{Field: "descriptor", Want: "a descriptor", Err: ErrMissingField})
 	}
+	if priv == nil {
+		return nil, fmt.Errorf("sign descriptor: %w", &FieldError{Field: "key", Want: "the owner's private key", Err: ErrMissingField})
+	}
 	pid, err := peer.IDFromPrivateKey(priv)
 	if err != nil {
 		return nil, fmt.Errorf("sign descriptor: peer id of key: %w", err)

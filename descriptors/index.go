@@ -77,6 +77,9 @@ func (r *indexRecord) UnmarshalRecord(b []byte) error { r.raw = b; return nil }
 // SignIndex signs an index of the given descriptors (issued now, expiring
 // after ttl).
 func SignIndex(priv crypto.PrivKey, ds []*Signed, now time.Time, ttl time.Duration) (*SignedIndex, error) {
+	if priv == nil {
+		return nil, fmt.Errorf("sign index: %w", &FieldError{Field: "key", Want: "the owner's private key", Err: ErrMissingField})
+	}
 	pid, err := peer.IDFromPrivateKey(priv)
 	if err != nil {
 		return nil, fmt.Errorf("sign index: %w", err)

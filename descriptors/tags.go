@@ -30,6 +30,9 @@ func CapabilityKey(tag string) cid.Cid { return rawCID(tag) }
 //	compute: role=<r> for each role (default role=compute)
 //	testset: role=mpvu, testset/task= (each task)
 func (d *Descriptor) Tags() []string {
+	if d == nil {
+		return nil
+	}
 	set := map[string]bool{Tag("", "kind", string(d.Kind)): true}
 	add := func(scope, key, v string) {
 		if strings.TrimSpace(v) != "" {
