@@ -68,8 +68,11 @@ func WithValidator(ns string, v record.Validator) Option {
 // WithQUIC listens on QUIC as well as TCP.
 func WithQUIC() Option { return func(c *config) { c.quic = true } }
 
-// New starts n hosts on 127.0.0.1 with random ports and connects every host to
-// host 0 (a star); with a DHT each peer also bootstraps its routing table.
+// New starts n hosts on 127.0.0.1 with random ports and connects every host
+// to host 0 (a star) and to its successor (a ring), so GossipSub meshes form
+// even when host 0 prunes some leaves (a pure star leaves pruned leaves with
+// no mesh peer, since new peers' scores are below the PX threshold). With a
+// DHT every peer then refreshes its routing table, all in parallel.
 func New(t testing.TB, n int, opts ...Option) *Net {
 	t.Helper()
 	var cfg config
@@ -80,17 +83,22 @@ func New(t testing.TB, n int, opts ...Option) *Net {
 	for i := 0; i < n; i++ {
 		nw.Peers = append(nw.Peers, newPeer(t, &cfg))
 	}
-	ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
-	defer cancel()
 	for i := 1; i < n; i++ {
 		Connect(t, nw.Peers[i].Host, nw.Peers[0].Host)
-	}
-	_ = ctx
-	if cfg.dht {
-		for _, p := range nw.Peers {
-			// Refresh fills the routing table from host 0's view.
-			<-p.DHT.ForceRefresh()
+		if i+1 < n {
+			Connect(t, nw.Peers[i].Host, nw.Peers[i+1].Host)
 		}
+	}
+	if cfg.dht {
+		var wg sync.WaitGroup
+		for _, p := range nw.Peers {
+			wg.Add(1)
+			go func() {
+				defer wg.Done()
+				<-p.DHT.ForceRefresh()
+			}()
+		}
+		wg.Wait()
 	}
 	return nw
 }

@@ -10,7 +10,9 @@ func TestNetGossipAndDHT(t *testing.T) {
 	nw := New(t, 5, WithDHT(), WithPubSub())
 	ctx, cancel := context.WithTimeout(context.Background(), 20*time.Second)
 	defer cancel()
-	var subs []interface{ Next(context.Context) (any, error) }
+	var subs []interface {
+		Next(context.Context) (any, error)
+	}
 	_ = subs
 	topics := make([]chan struct{}, len(nw.Peers))
 	for i, p := range nw.Peers {
