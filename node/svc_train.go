@@ -7,7 +7,6 @@ import (
 	"fmt"
 	"io"
 	"net/http"
-	"os"
 	"strconv"
 	"strings"
 	"time"
@@ -17,10 +16,6 @@ import (
 	"github.com/daitn/daitn/oam"
 	"github.com/daitn/daitn/train"
 )
-
-// TrainTestsetEnv names an MPVU test-set directory when the config's
-// [services.train] table has no testset; unset means the MNIST t10k set.
-const TrainTestsetEnv = "DAITN_TESTSET"
 
 // startTrain starts the federated training service with the roles of the
 // node (data, mpvu; every node is a client) and registers /v1/train/...
@@ -46,9 +41,6 @@ func (n *Node) startTrain(ctx context.Context) error {
 	}
 	tcfg := n.cfg.Services["train"]
 	testset, _ := tcfg["testset"].(string)
-	if testset == "" {
-		testset = os.Getenv(TrainTestsetEnv)
-	}
 	if testset != "" {
 		opts = append(opts, train.WithTestset(testset))
 	}

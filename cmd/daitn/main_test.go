@@ -181,6 +181,7 @@ func TestUpBadConfig(t *testing.T) {
 		{"api not loopback", "", []string{"--api", "0.0.0.0:1234"}, "loopback"},
 		{"bad role", "", []string{"--roles", "wizard"}, "wizard"},
 		{"missing swarm key", "", []string{"--swarm-key", "/nonexistent/key"}, "swarm_key"},
+		{"missing testset", "", []string{"--testset", "/nonexistent/t10k"}, "--testset"},
 	} {
 		t.Run(tc.name, func(t *testing.T) {
 			dir := t.TempDir()

@@ -73,6 +73,7 @@ The data directory is initialised first if needed. Flags override config.toml.`,
 	f.String("swarm-key", "", "pre-shared key file: join a private federation")
 	f.String("log-level", "", "debug, info, warn or error")
 	f.String("dht-mode", "", "auto-server, auto, server or client")
+	f.String("testset", "", "MPVU held-out set: a directory in the MNIST idx format (default: the MNIST t10k test set)")
 	f.Bool("local", false, "loopback only: listen on 127.0.0.1 with random ports, no mDNS, no NAT port mapping")
 	return cmd
 }
@@ -123,6 +124,22 @@ func loadConfigForUp(cmd *cobra.Command) (node.Config, error) {
 	}
 	if f.Changed("dht-mode") {
 		cfg.Network.DHTMode, _ = f.GetString("dht-mode")
+	}
+	if v, _ := f.GetString("testset"); v != "" {
+		abs, err := filepath.Abs(v)
+		if err != nil {
+			return cfg, fmt.Errorf("--testset %q: %w", v, err)
+		}
+		if st, err := os.Stat(abs); err != nil || !st.IsDir() {
+			return cfg, fmt.Errorf("--testset %q: want a directory holding t10k-images-idx3-ubyte(.gz) and t10k-labels-idx1-ubyte(.gz)", v)
+		}
+		if cfg.Services == nil {
+			cfg.Services = map[string]map[string]any{}
+		}
+		if cfg.Services["train"] == nil {
+			cfg.Services["train"] = map[string]any{}
+		}
+		cfg.Services["train"]["testset"] = abs
 	}
 	return cfg, cfg.Validate()
 }

@@ -35,38 +35,6 @@ func init() {
 		rootCmd.AddCommand(data)
 	}
 	data.AddCommand(dataAddMNISTCmd())
-	addTestsetFlag()
-}
-
-// addTestsetFlag gives `daitn up` a --testset flag for the MPVU role without
-// touching the up command's own file: the flag is handed to the train
-// service through the environment variable the node reads.
-func addTestsetFlag() {
-	for _, c := range rootCmd.Commands() {
-		if c.Name() != "up" {
-			continue
-		}
-		c.Flags().String("testset", "", "MPVU held-out set: a directory in the MNIST idx format (default: the MNIST t10k test set)")
-		prev := c.PreRunE
-		c.PreRunE = func(cmd *cobra.Command, args []string) error {
-			if v, _ := cmd.Flags().GetString("testset"); v != "" {
-				abs, err := filepath.Abs(v)
-				if err != nil {
-					return fmt.Errorf("--testset %q: %w", v, err)
-				}
-				if st, err := os.Stat(abs); err != nil || !st.IsDir() {
-					return fmt.Errorf("--testset %q: want a directory holding t10k-images-idx3-ubyte(.gz) and t10k-labels-idx1-ubyte(.gz)", v)
-				}
-				if err := os.Setenv(node.TrainTestsetEnv, abs); err != nil {
-					return err
-				}
-			}
-			if prev != nil {
-				return prev(cmd, args)
-			}
-			return nil
-		}
-	}
 }
 
 func trainCmd() *cobra.Command {
