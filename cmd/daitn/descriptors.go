@@ -32,7 +32,7 @@ func dataCmd() *cobra.Command {
 
 func dataAddCmd() *cobra.Command {
 	c := &cobra.Command{
-		Use:   "add DIR|FILE --task T --modality M",
+		Use:   "add DIR|FILE --task T --modality M | --mnist-shard K/N [--non-iid]",
 		Short: "Measure a dataset and publish its signed descriptor",
 		Long: `Measure the data at DIR or FILE on this machine — sample count, size, label
 distribution, a MinHash content sketch and the last-updated time, computed from the
@@ -44,12 +44,27 @@ Understood layouts: an ImageFolder directory (one subfolder per label, one file 
 sample), CSV or JSONL with a label column (--label-column, default "label"), and
 MNIST idx files (*-images-idx3-ubyte[.gz] with their labels file).
 
+--mnist-shard K/N instead writes shard K of N (1-based) of the real MNIST training
+set under the node's data directory and publishes it (IID, or the FedAvg paper's
+pathological split with --non-iid); the node needs the data role.
+
 Examples:
+  daitn data add --mnist-shard 3/10
   daitn data add ./mnist-shard-3 --task digits-classification --modality image
   daitn data add ./reviews.jsonl --task sentiment --modality text --label-column stars \
       --policy private --allow-peer 12D3KooW... --seal data.label_dist`,
-		Args: cobra.ExactArgs(1),
+		Args: cobra.RangeArgs(0, 1),
 		RunE: func(cmd *cobra.Command, args []string) error {
+			if shard, _ := cmd.Flags().GetString("mnist-shard"); shard != "" {
+				if len(args) > 0 {
+					return fmt.Errorf("data add: give either a path or --mnist-shard, not both")
+				}
+				nonIID, _ := cmd.Flags().GetBool("non-iid")
+				return addMNISTShard(cmd, shard, nonIID)
+			}
+			if len(args) != 1 {
+				return fmt.Errorf("data add: want a path (DIR or FILE) or --mnist-shard K/N")
+			}
 			p, err := filepath.Abs(args[0])
 			if err != nil {
 				return fmt.Errorf("path %q: %w", args[0], err)
@@ -78,6 +93,8 @@ Examples:
 		},
 	}
 	f := c.Flags()
+	f.String("mnist-shard", "", "publish shard K/N (1-based) of the real MNIST training set instead of a path")
+	f.Bool("non-iid", false, "with --mnist-shard: the pathological non-IID split (two digits per shard)")
 	f.String("task", "", "task the data is for, e.g. digits-classification (required)")
 	f.String("modality", "", "image, text, tabular, audio, ... (required)")
 	f.String("name", "", "descriptor name (default: the path's base name)")

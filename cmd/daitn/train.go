@@ -379,6 +379,28 @@ func trainGetCmd() *cobra.Command {
 	return c
 }
 
+// addMNISTShard asks the running node to write and publish shard K/N of the
+// MNIST training set; `data add --mnist-shard` and `data add-mnist` share it.
+func addMNISTShard(cmd *cobra.Command, shard string, nonIID bool) error {
+	if _, _, err := node.ParseShard(shard); err != nil {
+		return err
+	}
+	api, err := apiFromCmd(cmd)
+	if err != nil {
+		return err
+	}
+	var info train.DatasetInfo
+	if err := api.Call(cmd.Context(), http.MethodPost, "/v1/train/datasets",
+		node.TrainDatasetRequest{MNISTShard: shard, NonIID: nonIID}, &info); err != nil {
+		return err
+	}
+	if jsonOutput(cmd) {
+		return printJSON(cmd, info)
+	}
+	fmt.Fprintf(cmd.OutOrStdout(), "dataset %s: %d samples in %s, descriptor %s\n", info.Name, info.Samples, info.Dir, info.ID)
+	return nil
+}
+
 func dataAddMNISTCmd() *cobra.Command {
 	c := &cobra.Command{
 		Use:   "add-mnist K/N",
@@ -391,24 +413,8 @@ gives the FedAvg paper's split (each shard mostly two digits). The node must run
 with the data role (daitn up --roles data).`,
 		Args: cobra.ExactArgs(1),
 		RunE: func(cmd *cobra.Command, args []string) error {
-			if _, _, err := node.ParseShard(args[0]); err != nil {
-				return err
-			}
 			nonIID, _ := cmd.Flags().GetBool("non-iid")
-			api, err := apiFromCmd(cmd)
-			if err != nil {
-				return err
-			}
-			var info train.DatasetInfo
-			if err := api.Call(cmd.Context(), http.MethodPost, "/v1/train/datasets",
-				node.TrainDatasetRequest{MNISTShard: args[0], NonIID: nonIID}, &info); err != nil {
-				return err
-			}
-			if jsonOutput(cmd) {
-				return printJSON(cmd, info)
-			}
-			fmt.Fprintf(cmd.OutOrStdout(), "dataset %s: %d samples in %s, descriptor %s\n", info.Name, info.Samples, info.Dir, info.ID)
-			return nil
+			return addMNISTShard(cmd, args[0], nonIID)
 		},
 	}
 	c.Flags().Bool("non-iid", false, "pathological non-IID split (two digits per shard)")
