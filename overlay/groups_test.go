@@ -2,6 +2,7 @@ package overlay
 
 import (
 	"encoding/json"
+	"errors"
 	"fmt"
 	"math"
 	"math/rand/v2"
@@ -425,7 +426,71 @@ func TestDocumentJSONRoundTrip(t *testing.T) {
 	if err := json.Unmarshal(raw, &doc); err != nil {
 		t.Fatalf("decode document: %v\n%s", err, raw)
 	}
-	if len(doc.Peers) != 2 || doc.Peers[0].ID != a || len(doc.Peers[0].PeerRTTs) != 1 || doc.Peers[0].PeerRTTs[0].Peer != b || len(doc.Items) != 1 {
+	// Peers come sorted by ID, and the keys are random: find a by ID.
+	var pa *PeerEntry
+	for i := range doc.Peers {
+		if doc.Peers[i].ID == a {
+			pa = &doc.Peers[i]
+		}
+	}
+	if len(doc.Peers) != 2 || pa == nil || len(pa.PeerRTTs) != 1 || pa.PeerRTTs[0].Peer != b || len(doc.Items) != 1 {
 		t.Fatalf("round trip lost data: %s", raw)
+	}
+}
+
+// TestGroupsWithoutLabels: with no labels asked, label coverage is no
+// requirement, every dataset of the task is a candidate, and groups are
+// still minimal and ranked by overlap, size, then unique samples.
+func TestGroupsWithoutLabels(t *testing.T) {
+	now := time.Now()
+	owners := testPeers(4)
+	items := []*Item{
+		synthData("a", owners[0], 0, 3000, []string{"0", "1"}, now),
+		synthData("a-half", owners[1], 1500, 4500, []string{"0", "1"}, now), // half overlaps a
+		synthData("c", owners[2], 10000, 12000, []string{"2"}, now),
+		{ID: "unlabelled", Kind: KindData, Owner: owners[3], Task: "digits-classification", Samples: 1000,
+			Issued: now, Expires: now.Add(time.Hour), Updated: now},
+	}
+	s := snapOf(t, owners[0], now, owners, items)
+	for _, tc := range []struct {
+		name string
+		q    GroupQuery
+		best string // datasets of the best group, "" = ErrNoGroup
+	}{
+		{"nil labels, min 0", GroupQuery{MinSamples: 0}, "a"},
+		{"empty labels, min 0", GroupQuery{Labels: []string{}}, "a"},
+		{"no labels, one set suffices", GroupQuery{MinSamples: 2500}, "a"},
+		{"no labels, needs a disjoint pair", GroupQuery{MinSamples: 5000}, "a,c"},
+		{"no labels, unlabelled set counts", GroupQuery{MinSamples: 6000}, "a,c,unlabelled"},
+		{"no labels, too many asked", GroupQuery{MinSamples: 9000}, ""},
+		{"labels still required when asked", GroupQuery{Labels: []string{"2"}}, "c"},
+		{"asked label nobody has", GroupQuery{Labels: []string{"9"}}, ""},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			q := tc.q
+			q.Task = "digits-classification"
+			got, err := s.Groups(q)
+			if tc.best == "" {
+				if !errors.Is(err, ErrNoGroup) {
+					t.Fatalf("got %v, %v; want ErrNoGroup", got, err)
+				}
+				return
+			}
+			if err != nil {
+				t.Fatal(err)
+			}
+			if b := strings.Join(got[0].Datasets, ","); b != tc.best {
+				t.Fatalf("best group %s, want %s (all: %+v)", b, tc.best, got)
+			}
+			want := bruteGroups(s, q)
+			if len(got) != min(len(want), 5) {
+				t.Fatalf("%d groups, brute force finds %d (limit 5): %+v", len(got), len(want), got)
+			}
+			for _, g := range got {
+				if g.Unique < float64(q.MinSamples) || len(g.Datasets) == 0 {
+					t.Fatalf("infeasible group %+v", g)
+				}
+			}
+		})
 	}
 }
