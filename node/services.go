@@ -3,6 +3,7 @@ package node
 import (
 	"context"
 	"fmt"
+	"time"
 )
 
 // startServices starts the services in dependency order. Each start function
@@ -20,9 +21,11 @@ func (n *Node) startServices(ctx context.Context) error {
 		{"train", n.startTrain},
 	}
 	for _, s := range steps {
+		t0 := time.Now()
 		if err := s.start(ctx); err != nil {
 			return fmt.Errorf("start %s service: %w", s.name, err)
 		}
+		n.log.Debug("service started", "service", s.name, "took", time.Since(t0))
 	}
 	return nil
 }
