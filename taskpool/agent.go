@@ -56,6 +56,7 @@ type Agent struct {
 	kick      chan struct{}
 
 	mu         sync.Mutex
+	closed     bool              // set under mu so accept never wg.Adds after Close's Wait
 	candidates map[string]*Task  // key poster/id
 	order      map[string]uint64 // per-agent tie-break among candidates of a tier
 	pending    map[string]int64  // outstanding bids: key → give up at (ms)
@@ -119,6 +120,9 @@ func (a *Agent) Close() error {
 		a.s.mu.Lock()
 		delete(a.s.agents, a)
 		a.s.mu.Unlock()
+		a.mu.Lock()
+		a.closed = true
+		a.mu.Unlock()
 		a.cancel()
 		a.wg.Wait()
 	})
@@ -384,7 +388,11 @@ func (a *Agent) accept(asg *Assignment, env []byte) *wireMsg {
 		a.mu.Unlock()
 		return reply(codeDeclined, "unknown task "+asg.TaskID)
 	}
-	if len(a.active) >= a.cfg.Capacity || a.ctx.Err() != nil {
+	if a.closed || a.ctx.Err() != nil {
+		a.mu.Unlock()
+		return reply(codeDeclined, "agent stopping")
+	}
+	if len(a.active) >= a.cfg.Capacity {
 		a.mu.Unlock()
 		return reply(codeDeclined, "agent at capacity")
 	}
@@ -407,11 +415,12 @@ func (a *Agent) accept(asg *Assignment, env []byte) *wireMsg {
 	a.forgetLocked(k)
 	ctx, cancel := context.WithDeadline(a.ctx, t.DeadlineTime())
 	a.active[k] = cancel
+	// Add while closed is known false under mu: Close cannot be in Wait yet.
+	a.wg.Add(1)
 	a.mu.Unlock()
 	a.s.mu.Lock()
 	a.s.held[k] = h
 	a.s.mu.Unlock()
-	a.wg.Add(1)
 	go a.run(ctx, cancel, k, h)
 	return &wireMsg{Code: codeAck, Env: ackEnv}
 }

@@ -343,6 +343,9 @@ func (s *Service) onBid(remote peer.ID, m *wireMsg) *wireMsg {
 // at a time, until one acknowledges. only restricts the candidates to one
 // peer (Approve).
 func (s *Service) startOfferLocked(p *posted, only string) {
+	if s.closed {
+		return
+	}
 	p.offering = true
 	s.wg.Add(1)
 	go func() {
@@ -526,7 +529,7 @@ func (s *Service) sendOffer(agent peer.ID, a *Assignment) error {
 
 // notifyLocked sends best-effort notices in the background.
 func (s *Service) notifyLocked(peers []string, m *wireMsg) {
-	if len(peers) == 0 {
+	if len(peers) == 0 || s.closed {
 		return
 	}
 	s.wg.Add(1)
@@ -549,6 +552,10 @@ func (s *Service) notifyLocked(peers []string, m *wireMsg) {
 // to a peer that bid on it, and returns once the agent acknowledged.
 func (s *Service) Approve(ctx context.Context, id string, agent peer.ID) error {
 	s.mu.Lock()
+	if s.closed {
+		s.mu.Unlock()
+		return fmt.Errorf("approve %s: %w", id, ErrClosed)
+	}
 	p, ok := s.posted[id]
 	if !ok {
 		s.mu.Unlock()
@@ -582,6 +589,9 @@ func (s *Service) Approve(ctx context.Context, id string, agent peer.ID) error {
 func (s *Service) Cancel(ctx context.Context, id string) error {
 	s.mu.Lock()
 	defer s.mu.Unlock()
+	if s.closed {
+		return fmt.Errorf("cancel %s: %w", id, ErrClosed)
+	}
 	p, ok := s.posted[id]
 	if !ok {
 		return fmt.Errorf("cancel %s: %w", id, ErrNotFound)
@@ -882,16 +892,12 @@ func (s *Service) savePostedLocked(p *posted) error {
 }
 
 func (s *Service) load(ctx context.Context) error {
-	res, err := s.store.Query(ctx, query.Query{Prefix: "/taskpool/"})
+	entries, err := s.store.Query(ctx, query.Query{Prefix: "/taskpool/"})
 	if err != nil {
 		return fmt.Errorf("load: %w", err)
 	}
-	defer res.Close()
 	now := time.Now()
-	for e := range res.Next() {
-		if e.Error != nil {
-			return fmt.Errorf("load: %w", e.Error)
-		}
+	for _, e := range entries {
 		switch {
 		case strings.HasPrefix(e.Key, "/taskpool/posted/"):
 			var p posted

@@ -178,7 +178,7 @@ func WithRepublish(d time.Duration) Option {
 type Service struct {
 	h     host.Host
 	ps    *pubsub.PubSub
-	store ds.Batching
+	store *guardedStore
 	key   crypto.PrivKey
 	self  peer.ID
 	cfg   config
@@ -189,6 +189,12 @@ type Service struct {
 	wg        sync.WaitGroup
 	closeOnce sync.Once
 	closed    bool
+
+	// gate is held for reading by stream handlers while they answer a
+	// request; gateShut, set under the write lock by Close, turns later
+	// ones away.
+	gate     sync.RWMutex
+	gateShut bool
 
 	mu       sync.Mutex
 	pools    map[string]*poolSub
@@ -270,7 +276,7 @@ func New(ctx context.Context, h host.Host, ps *pubsub.PubSub, store ds.Batching,
 		return nil, errors.New("taskpool: host has no private key in its peerstore")
 	}
 	s := &Service{
-		h: h, ps: ps, store: store, key: key, self: h.ID(), cfg: cfg,
+		h: h, ps: ps, store: &guardedStore{d: store}, key: key, self: h.ID(), cfg: cfg,
 		log:        cfg.log.With("svc", "taskpool"),
 		pools:      map[string]*poolSub{},
 		posted:     map[string]*posted{},
@@ -324,7 +330,9 @@ func (s *Service) Stats() Stats {
 	return s.stats
 }
 
-// Close stops agents, loops and topic subscriptions. It is idempotent.
+// Close stops agents, loops, stream handlers and topic subscriptions and
+// waits for all of them. It is idempotent. Once it returns the service no
+// longer touches the store, so the caller may close the store next.
 // Persisted state stays in the store for the next New.
 func (s *Service) Close() error {
 	s.closeOnce.Do(func() {
@@ -339,6 +347,9 @@ func (s *Service) Close() error {
 			a.Close()
 		}
 		s.h.RemoveStreamHandler(ProtocolID)
+		s.gate.Lock()
+		s.gateShut = true
+		s.gate.Unlock()
 		s.cancel()
 		s.wg.Wait()
 		s.mu.Lock()
@@ -357,6 +368,7 @@ func (s *Service) Close() error {
 		}
 		s.feeds = map[*feed]struct{}{}
 		s.mu.Unlock()
+		s.store.close()
 	})
 	return nil
 }

@@ -173,7 +173,16 @@ func (s *Service) handleStream(st network.Stream) {
 		st.Reset()
 		return
 	}
+	// Close takes the gate for writing, so it waits for requests in
+	// flight and refuses later ones: none can touch state after Close.
+	s.gate.RLock()
+	if s.gateShut {
+		s.gate.RUnlock()
+		st.Reset()
+		return
+	}
 	resp := s.dispatch(st.Conn().RemotePeer(), req)
+	s.gate.RUnlock()
 	if err := writeMsg(st, resp); err != nil {
 		st.Reset()
 		return
