@@ -59,8 +59,10 @@ type groupCtx struct {
 }
 
 // Groups answers a relationship-map query on the snapshot: groups of
-// reachable datasets of q.Task that together cover q.Labels and hold at
-// least q.MinSamples estimated unique samples, each group minimal (no member
+// reachable datasets of q.Task that together cover q.Labels (no coverage
+// requirement when q.Labels is empty: every dataset of the task is a
+// candidate) and hold at least q.MinSamples estimated unique samples, each
+// group non-empty and minimal (no member
 // can be dropped), ranked by least estimated overlap, then fewer datasets,
 // then more unique samples, then freshness. Up to ExactGroupLimit candidates
 // it is exhaustive; beyond, greedy set cover from several seeds followed by
@@ -86,6 +88,9 @@ func (s *Snapshot) Groups(q GroupQuery) ([]Group, error) {
 	}
 	g := s.newGroupCtx(q)
 	if len(g.cands) == 0 {
+		if len(q.Labels) == 0 {
+			return nil, fmt.Errorf("task %q: %w (no reachable, fresh dataset of the task)", q.Task, ErrNoGroup)
+		}
 		return nil, fmt.Errorf("task %q: %w (no reachable, fresh dataset has any of the labels)", q.Task, ErrNoGroup)
 	}
 	var sets []uint64Set
@@ -246,7 +251,12 @@ func (g *groupCtx) feasible(e eval) bool {
 }
 
 // minimal reports whether no member can be dropped while staying feasible.
+// A single dataset always is: the empty group is no answer, even when the
+// query asks for nothing (no labels, min_samples 0) and so would accept it.
 func (g *groupCtx) minimal(set []int) bool {
+	if len(set) <= 1 {
+		return true
+	}
 	sub := make([]int, 0, len(set))
 	for k := range set {
 		sub = append(sub[:0], set[:k]...)

@@ -102,6 +102,10 @@ func TestTFAM(t *testing.T) {
 		{"clients per round", tenShards(10), func(j *JobSpec) { j.ClientsPerRound = 12 }, false, "12 clients per round but only 10"},
 		{"unknown task", tenShards(10), func(j *JobSpec) { j.Task = "speech" }, false, `no dataset for task "speech"`},
 		{"target with tester", tenShards(10), func(j *JobSpec) { j.TargetAccuracy = 0.97 }, true, ""},
+		// No labels asked: coverage is no requirement, any dataset counts.
+		{"no labels, no min samples", tenShards(10), func(j *JobSpec) { j.Labels, j.MinSamples = nil, 0 }, true, ""},
+		{"no labels, min samples", tenShards(10), func(j *JobSpec) { j.Labels = nil }, true, ""},
+		{"no labels, too few samples", tenShards(10), func(j *JobSpec) { j.Labels, j.MinSamples = nil, 20000 }, false, "the job needs 20000"},
 	}
 	for _, c := range cases {
 		t.Run(c.name, func(t *testing.T) {
