@@ -92,6 +92,30 @@ func decodeMsg(b []byte) (*wireMsg, error) {
 	return &m, nil
 }
 
+// readStreamMsg reads one frame from st, reserving memory in the stream's
+// resource scope for the frame's announced size (not the largest possible
+// frame), so many small concurrent requests do not exhaust the service's
+// budget while a large result still has to be paid for before it is read.
+func readStreamMsg(st network.Stream, limit int, prio uint8) (*wireMsg, error) {
+	r := bufio.NewReader(st)
+	n, err := binary.ReadUvarint(r)
+	if err != nil {
+		return nil, fmt.Errorf("read frame length: %w", err)
+	}
+	if n > uint64(limit) {
+		return nil, fmt.Errorf("read frame: %d bytes, at most %d accepted: %w", n, limit, errFrameTooBig)
+	}
+	if err := st.Scope().ReserveMemory(int(n), prio); err != nil {
+		return nil, fmt.Errorf("read frame: reserve %d bytes: %w", n, err)
+	}
+	defer st.Scope().ReleaseMemory(int(n))
+	buf := make([]byte, n)
+	if _, err := io.ReadFull(r, buf); err != nil {
+		return nil, fmt.Errorf("read frame: %w", err)
+	}
+	return decodeMsg(buf)
+}
+
 func readMsg(r *bufio.Reader, limit int) (*wireMsg, error) {
 	n, err := binary.ReadUvarint(r)
 	if err != nil {
@@ -128,11 +152,6 @@ func (s *Service) call(ctx context.Context, p peer.ID, req *wireMsg) (*wireMsg, 
 		return nil, fmt.Errorf("%s to %s: set service: %w", req.Op, p, err)
 	}
 	limit := s.frameLimit()
-	if err := st.Scope().ReserveMemory(limit, network.ReservationPriorityMedium); err != nil {
-		st.Reset()
-		return nil, fmt.Errorf("%s to %s: reserve memory: %w", req.Op, p, err)
-	}
-	defer st.Scope().ReleaseMemory(limit)
 	dl, _ := ctx.Deadline()
 	_ = st.SetDeadline(dl)
 	if err := writeMsg(st, req); err != nil {
@@ -143,7 +162,7 @@ func (s *Service) call(ctx context.Context, p peer.ID, req *wireMsg) (*wireMsg, 
 		st.Reset()
 		return nil, fmt.Errorf("%s to %s: close write: %w", req.Op, p, err)
 	}
-	resp, err := readMsg(bufio.NewReader(st), limit)
+	resp, err := readStreamMsg(st, limit, network.ReservationPriorityMedium)
 	if err != nil {
 		st.Reset()
 		return nil, fmt.Errorf("%s to %s: %w", req.Op, p, err)
@@ -161,13 +180,8 @@ func (s *Service) handleStream(st network.Stream) {
 		return
 	}
 	limit := s.frameLimit()
-	if err := st.Scope().ReserveMemory(limit, network.ReservationPriorityLow); err != nil {
-		st.Reset()
-		return
-	}
-	defer st.Scope().ReleaseMemory(limit)
 	_ = st.SetDeadline(time.Now().Add(s.cfg.callTimeout))
-	req, err := readMsg(bufio.NewReader(st), limit)
+	req, err := readStreamMsg(st, limit, network.ReservationPriorityLow)
 	if err != nil {
 		s.log.Debug("bad request", "peer", st.Conn().RemotePeer(), "err", err)
 		st.Reset()
