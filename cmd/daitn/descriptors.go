@@ -132,12 +132,8 @@ func dataUpdateCmd() *cobra.Command {
 version (the node also does this by itself when the files change).`,
 		Args: cobra.ExactArgs(1),
 		RunE: func(cmd *cobra.Command, args []string) error {
-			api, err := apiFromCmd(cmd)
-			if err != nil {
-				return err
-			}
 			var sd descriptors.Signed
-			if err := api.Call(cmd.Context(), http.MethodPost, "/v1/descriptors/update", node.UpdateRequest{Name: args[0]}, &sd); err != nil {
+			if err := callNode(cmd, http.MethodPost, "/v1/descriptors/update", node.UpdateRequest{Name: args[0]}, &sd); err != nil {
 				return err
 			}
 			return printSigned(cmd, &sd)
@@ -311,12 +307,8 @@ func readDescriptorFile(path string) (*descriptors.Descriptor, error) {
 }
 
 func publishAndPrint(cmd *cobra.Command, req node.PublishRequest) error {
-	api, err := apiFromCmd(cmd)
-	if err != nil {
-		return err
-	}
 	var sd descriptors.Signed
-	if err := api.Call(cmd.Context(), http.MethodPost, "/v1/descriptors", req, &sd); err != nil {
+	if err := callNode(cmd, http.MethodPost, "/v1/descriptors", req, &sd); err != nil {
 		return err
 	}
 	return printSigned(cmd, &sd)
@@ -381,12 +373,8 @@ model descriptor as an A2A Agent Card (JSON) for agent tools.`,
 		Short: "Print the reveal of a sealed field of one of our descriptors (hand it to a chosen peer)",
 		Args:  cobra.ExactArgs(2),
 		RunE: func(cmd *cobra.Command, args []string) error {
-			api, err := apiFromCmd(cmd)
-			if err != nil {
-				return err
-			}
 			var rv descriptors.Reveal
-			if err := api.Call(cmd.Context(), http.MethodGet, "/v1/descriptors/"+url.PathEscape(args[0])+"/reveal?field="+url.QueryEscape(args[1]), nil, &rv); err != nil {
+			if err := callNode(cmd, http.MethodGet, "/v1/descriptors/"+url.PathEscape(args[0])+"/reveal?field="+url.QueryEscape(args[1]), nil, &rv); err != nil {
 				return err
 			}
 			return printJSON(cmd, rv)
@@ -405,12 +393,8 @@ model descriptor as an A2A Agent Card (JSON) for agent tools.`,
 			if err := json.Unmarshal(b, &rv); err != nil {
 				return fmt.Errorf("%s: %w", args[0], err)
 			}
-			api, err := apiFromCmd(cmd)
-			if err != nil {
-				return err
-			}
 			var out node.VerifyRevealResponse
-			if err := api.Call(cmd.Context(), http.MethodPost, "/v1/descriptors/verify", rv, &out); err != nil {
+			if err := callNode(cmd, http.MethodPost, "/v1/descriptors/verify", rv, &out); err != nil {
 				return err
 			}
 			if jsonOutput(cmd) {
@@ -425,12 +409,8 @@ model descriptor as an A2A Agent Card (JSON) for agent tools.`,
 		Short: "Stop publishing one of this node's descriptors (others' copies lapse at expiry)",
 		Args:  cobra.ExactArgs(1),
 		RunE: func(cmd *cobra.Command, args []string) error {
-			api, err := apiFromCmd(cmd)
-			if err != nil {
-				return err
-			}
 			var sum node.DescriptorSummary
-			if err := api.Call(cmd.Context(), http.MethodDelete, "/v1/descriptors/"+url.PathEscape(args[0]), nil, &sum); err != nil {
+			if err := callNode(cmd, http.MethodDelete, "/v1/descriptors/"+url.PathEscape(args[0]), nil, &sum); err != nil {
 				return err
 			}
 			if jsonOutput(cmd) {
@@ -476,12 +456,8 @@ Examples:
 			if _, _, err := node.ParseFindQuery(v); err != nil {
 				return err
 			}
-			api, err := apiFromCmd(cmd)
-			if err != nil {
-				return err
-			}
 			var res []descriptors.Result
-			if err := api.Call(cmd.Context(), http.MethodGet, "/v1/find?"+v.Encode(), nil, &res); err != nil {
+			if err := callNode(cmd, http.MethodGet, "/v1/find?"+v.Encode(), nil, &res); err != nil {
 				return err
 			}
 			if jsonOutput(cmd) {

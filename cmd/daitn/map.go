@@ -271,12 +271,8 @@ overlap (MinHash content sketches), then fewer datasets, then freshness:
 			if v, _ := cmd.Flags().GetStringSlice("exclude"); len(v) > 0 {
 				q.Set("exclude", strings.Join(v, ","))
 			}
-			c, err := apiFromCmd(cmd)
-			if err != nil {
-				return err
-			}
 			var groups []overlay.Group
-			if err := c.Call(cmd.Context(), http.MethodGet, "/v1/map/groups?"+q.Encode(), nil, &groups); err != nil {
+			if err := callNode(cmd, http.MethodGet, "/v1/map/groups?"+q.Encode(), nil, &groups); err != nil {
 				return err
 			}
 			if jsonOutput(cmd) {
@@ -374,12 +370,8 @@ node near it), with the FedAvg settings it would use. Nothing is started.
 			if err := job.Validate(); err != nil {
 				return err
 			}
-			c, err := apiFromCmd(cmd)
-			if err != nil {
-				return err
-			}
 			var resp node.MapPlanResponse
-			if err := c.Call(cmd.Context(), http.MethodPost, "/v1/map/plan/train", node.MapPlanRequest{Job: job}, &resp); err != nil {
+			if err := callNode(cmd, http.MethodPost, "/v1/map/plan/train", node.MapPlanRequest{Job: job}, &resp); err != nil {
 				return err
 			}
 			if jsonOutput(cmd) {

@@ -179,12 +179,8 @@ func idCmd() *cobra.Command {
 		Short: "Show the running node's peer ID and addresses",
 		Args:  cobra.NoArgs,
 		RunE: func(cmd *cobra.Command, _ []string) error {
-			c, err := apiFromCmd(cmd)
-			if err != nil {
-				return err
-			}
 			var id node.IDInfo
-			if err := c.Call(cmd.Context(), "GET", "/v1/id", nil, &id); err != nil {
+			if err := callNode(cmd, "GET", "/v1/id", nil, &id); err != nil {
 				return err
 			}
 			if jsonOutput(cmd) {
@@ -209,12 +205,8 @@ func peersCmd() *cobra.Command {
 		Short: "List connected peers",
 		Args:  cobra.NoArgs,
 		RunE: func(cmd *cobra.Command, _ []string) error {
-			c, err := apiFromCmd(cmd)
-			if err != nil {
-				return err
-			}
 			var peers []node.PeerInfo
-			if err := c.Call(cmd.Context(), "GET", "/v1/peers", nil, &peers); err != nil {
+			if err := callNode(cmd, "GET", "/v1/peers", nil, &peers); err != nil {
 				return err
 			}
 			if jsonOutput(cmd) {
@@ -236,12 +228,8 @@ func connectCmd() *cobra.Command {
 		Short: "Connect the running node to a peer",
 		Args:  cobra.ExactArgs(1),
 		RunE: func(cmd *cobra.Command, args []string) error {
-			c, err := apiFromCmd(cmd)
-			if err != nil {
-				return err
-			}
 			var res map[string]string
-			if err := c.Call(cmd.Context(), "POST", "/v1/connect", node.ConnectRequest{Addr: args[0]}, &res); err != nil {
+			if err := callNode(cmd, "POST", "/v1/connect", node.ConnectRequest{Addr: args[0]}, &res); err != nil {
 				return err
 			}
 			if jsonOutput(cmd) {
@@ -259,12 +247,8 @@ func statusCmd() *cobra.Command {
 		Short: "Show the running node's health",
 		Args:  cobra.NoArgs,
 		RunE: func(cmd *cobra.Command, _ []string) error {
-			c, err := apiFromCmd(cmd)
-			if err != nil {
-				return err
-			}
 			var st node.Status
-			if err := c.Call(cmd.Context(), "GET", "/v1/status", nil, &st); err != nil {
+			if err := callNode(cmd, "GET", "/v1/status", nil, &st); err != nil {
 				return err
 			}
 			if jsonOutput(cmd) {

@@ -78,12 +78,8 @@ func taskPostCmd() *cobra.Command {
 				}
 				req.Input = b
 			}
-			c, err := apiFromCmd(cmd)
-			if err != nil {
-				return err
-			}
 			var t taskpool.Task
-			if err := c.Call(cmd.Context(), http.MethodPost, "/v1/tasks", req, &t); err != nil {
+			if err := callNode(cmd, http.MethodPost, "/v1/tasks", req, &t); err != nil {
 				return err
 			}
 			if jsonOutput(cmd) {
@@ -116,12 +112,8 @@ func taskLsCmd() *cobra.Command {
 		Short: "List the tasks this node posted",
 		Args:  cobra.NoArgs,
 		RunE: func(cmd *cobra.Command, args []string) error {
-			c, err := apiFromCmd(cmd)
-			if err != nil {
-				return err
-			}
 			var list []taskpool.Status
-			if err := c.Call(cmd.Context(), http.MethodGet, "/v1/tasks", nil, &list); err != nil {
+			if err := callNode(cmd, http.MethodGet, "/v1/tasks", nil, &list); err != nil {
 				return err
 			}
 			if jsonOutput(cmd) {
@@ -151,12 +143,8 @@ func taskShowCmd() *cobra.Command {
 		Short: "Show a posted task: state, holder, bids, history, result",
 		Args:  cobra.ExactArgs(1),
 		RunE: func(cmd *cobra.Command, args []string) error {
-			c, err := apiFromCmd(cmd)
-			if err != nil {
-				return err
-			}
 			var s taskpool.Status
-			if err := c.Call(cmd.Context(), http.MethodGet, "/v1/tasks/"+url.PathEscape(args[0]), nil, &s); err != nil {
+			if err := callNode(cmd, http.MethodGet, "/v1/tasks/"+url.PathEscape(args[0]), nil, &s); err != nil {
 				return err
 			}
 			if jsonOutput(cmd) {
@@ -228,12 +216,8 @@ func taskApproveCmd() *cobra.Command {
 		Short: "Assign a task to a peer that bid on it (approve policy)",
 		Args:  cobra.ExactArgs(2),
 		RunE: func(cmd *cobra.Command, args []string) error {
-			c, err := apiFromCmd(cmd)
-			if err != nil {
-				return err
-			}
 			var s taskpool.Status
-			if err := c.Call(cmd.Context(), http.MethodPost, "/v1/tasks/"+url.PathEscape(args[0])+"/approve", node.TaskApproveRequest{Peer: args[1]}, &s); err != nil {
+			if err := callNode(cmd, http.MethodPost, "/v1/tasks/"+url.PathEscape(args[0])+"/approve", node.TaskApproveRequest{Peer: args[1]}, &s); err != nil {
 				return err
 			}
 			if jsonOutput(cmd) {
@@ -251,12 +235,8 @@ func taskCancelCmd() *cobra.Command {
 		Short: "Withdraw a task; its holder is told to stop",
 		Args:  cobra.ExactArgs(1),
 		RunE: func(cmd *cobra.Command, args []string) error {
-			c, err := apiFromCmd(cmd)
-			if err != nil {
-				return err
-			}
 			var s taskpool.Status
-			if err := c.Call(cmd.Context(), http.MethodPost, "/v1/tasks/"+url.PathEscape(args[0])+"/cancel", nil, &s); err != nil {
+			if err := callNode(cmd, http.MethodPost, "/v1/tasks/"+url.PathEscape(args[0])+"/cancel", nil, &s); err != nil {
 				return err
 			}
 			if jsonOutput(cmd) {

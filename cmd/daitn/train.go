@@ -69,12 +69,8 @@ func trainSubmitCmd() *cobra.Command {
 			if err != nil {
 				return fmt.Errorf("%s: %w", args[0], err)
 			}
-			api, err := apiFromCmd(cmd)
-			if err != nil {
-				return err
-			}
 			var j train.Job
-			if err := api.Call(cmd.Context(), http.MethodPost, "/v1/train/jobs", spec, &j); err != nil {
+			if err := callNode(cmd, http.MethodPost, "/v1/train/jobs", spec, &j); err != nil {
 				return err
 			}
 			if jsonOutput(cmd) {
@@ -93,12 +89,8 @@ func trainLsCmd() *cobra.Command {
 		Short: "List training jobs",
 		Args:  cobra.NoArgs,
 		RunE: func(cmd *cobra.Command, args []string) error {
-			api, err := apiFromCmd(cmd)
-			if err != nil {
-				return err
-			}
 			var jobs []train.Job
-			if err := api.Call(cmd.Context(), http.MethodGet, "/v1/train/jobs", nil, &jobs); err != nil {
+			if err := callNode(cmd, http.MethodGet, "/v1/train/jobs", nil, &jobs); err != nil {
 				return err
 			}
 			if jsonOutput(cmd) {
@@ -128,12 +120,8 @@ func trainShowCmd() *cobra.Command {
 		Short: "Show a job with its rounds",
 		Args:  cobra.ExactArgs(1),
 		RunE: func(cmd *cobra.Command, args []string) error {
-			api, err := apiFromCmd(cmd)
-			if err != nil {
-				return err
-			}
 			var j train.Job
-			if err := api.Call(cmd.Context(), http.MethodGet, "/v1/train/jobs/"+url.PathEscape(args[0]), nil, &j); err != nil {
+			if err := callNode(cmd, http.MethodGet, "/v1/train/jobs/"+url.PathEscape(args[0]), nil, &j); err != nil {
 				return err
 			}
 			if jsonOutput(cmd) {
@@ -300,12 +288,8 @@ func trainCtlCmd(action, short string) *cobra.Command {
 		Short: short,
 		Args:  cobra.ExactArgs(1),
 		RunE: func(cmd *cobra.Command, args []string) error {
-			api, err := apiFromCmd(cmd)
-			if err != nil {
-				return err
-			}
 			var j train.Job
-			if err := api.Call(cmd.Context(), http.MethodPost, "/v1/train/jobs/"+url.PathEscape(args[0])+"/"+action, nil, &j); err != nil {
+			if err := callNode(cmd, http.MethodPost, "/v1/train/jobs/"+url.PathEscape(args[0])+"/"+action, nil, &j); err != nil {
 				return err
 			}
 			if jsonOutput(cmd) {
@@ -327,12 +311,8 @@ func trainSetCmd() *cobra.Command {
 			if err != nil {
 				return err
 			}
-			api, err := apiFromCmd(cmd)
-			if err != nil {
-				return err
-			}
 			var j train.Job
-			if err := api.Call(cmd.Context(), http.MethodPost, "/v1/train/jobs/"+url.PathEscape(args[0])+"/set", req, &j); err != nil {
+			if err := callNode(cmd, http.MethodPost, "/v1/train/jobs/"+url.PathEscape(args[0])+"/set", req, &j); err != nil {
 				return err
 			}
 			if jsonOutput(cmd) {

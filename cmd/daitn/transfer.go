@@ -252,12 +252,8 @@ func cidCmd(use, short, path string, print func(cmd *cobra.Command, out map[stri
 		Short: short,
 		Args:  cobra.ExactArgs(1),
 		RunE: func(cmd *cobra.Command, args []string) error {
-			c, err := apiFromCmd(cmd)
-			if err != nil {
-				return err
-			}
 			var out map[string]any
-			if err := c.Call(cmd.Context(), http.MethodPost, path, node.TransferCIDRequest{CID: args[0]}, &out); err != nil {
+			if err := callNode(cmd, http.MethodPost, path, node.TransferCIDRequest{CID: args[0]}, &out); err != nil {
 				return err
 			}
 			if jsonOutput(cmd) {
@@ -288,12 +284,8 @@ func gcCmd() *cobra.Command {
 		Short: "Remove every chunk not reachable from a pinned root",
 		Args:  cobra.NoArgs,
 		RunE: func(cmd *cobra.Command, _ []string) error {
-			c, err := apiFromCmd(cmd)
-			if err != nil {
-				return err
-			}
 			var res transfer.GCResult
-			if err := c.Call(cmd.Context(), http.MethodPost, "/v1/transfer/gc", nil, &res); err != nil {
+			if err := callNode(cmd, http.MethodPost, "/v1/transfer/gc", nil, &res); err != nil {
 				return err
 			}
 			if jsonOutput(cmd) {
@@ -354,12 +346,8 @@ func transferCmd() *cobra.Command {
 		Short: "List pinned roots",
 		Args:  cobra.NoArgs,
 		RunE: func(cmd *cobra.Command, _ []string) error {
-			c, err := apiFromCmd(cmd)
-			if err != nil {
-				return err
-			}
 			var ins []transfer.Info
-			if err := c.Call(cmd.Context(), http.MethodGet, "/v1/transfer/pins", nil, &ins); err != nil {
+			if err := callNode(cmd, http.MethodGet, "/v1/transfer/pins", nil, &ins); err != nil {
 				return err
 			}
 			if jsonOutput(cmd) {

@@ -64,3 +64,13 @@ func printJSON(cmd *cobra.Command, v any) error {
 func newTable(w io.Writer) *tabwriter.Writer {
 	return tabwriter.NewWriter(w, 0, 4, 2, ' ', 0)
 }
+
+// callNode connects to the running node and makes one API call: in (if not
+// nil) is sent as JSON and the answer decoded into out (if not nil).
+func callNode(cmd *cobra.Command, method, path string, in, out any) error {
+	c, err := apiFromCmd(cmd)
+	if err != nil {
+		return err
+	}
+	return c.Call(cmd.Context(), method, path, in, out)
+}
