@@ -416,8 +416,13 @@ func (n *Node) service(name string) io.Closer {
 func (n *Node) Close() error {
 	n.closeOnce.Do(func() {
 		var errs []error
+		// Stop taking API requests first, so no request reaches a service
+		// that is closing; closing the event bus ends the node's SSE streams
+		// so the server's shutdown does not wait on them.
 		if n.api != nil {
 			_ = os.Remove(filepath.Join(n.cfg.DataDir, oam.AddrFile))
+			n.events.Close()
+			_ = n.api.Close()
 		}
 		n.svcMu.Lock()
 		svcs := n.svcs
@@ -429,9 +434,6 @@ func (n *Node) Close() error {
 		}
 		if n.mdns != nil {
 			_ = n.mdns.Close()
-		}
-		if n.api != nil {
-			_ = n.api.Close()
 		}
 		n.events.Close()
 		n.cancel()

@@ -26,14 +26,15 @@ const (
 // Server is the control API. Routes are added with Handle before or after
 // Start; every route requires the bearer token.
 type Server struct {
-	ln     net.Listener
-	mux    *http.ServeMux
-	srv    *http.Server
-	token  []byte
-	log    *slog.Logger
-	done   chan struct{}
-	once   sync.Once
-	closed chan struct{}
+	ln      net.Listener
+	mux     *http.ServeMux
+	srv     *http.Server
+	token   []byte
+	log     *slog.Logger
+	done    chan struct{}
+	once    sync.Once
+	started bool
+	closed  chan struct{}
 }
 
 // Listen binds the API to addr, which must be a loopback address: the API can
@@ -91,6 +92,7 @@ func (s *Server) HandleHandler(pattern string, h http.Handler) { s.mux.Handle(pa
 
 // Start serves in a goroutine owned by the server and stopped by Close.
 func (s *Server) Start() {
+	s.started = true
 	go func() {
 		defer close(s.closed)
 		if err := s.srv.Serve(s.ln); err != nil && !errors.Is(err, http.ErrServerClosed) {
@@ -106,6 +108,10 @@ func (s *Server) Close() error {
 	s.once.Do(func() {
 		ctx, cancel := context.WithTimeout(context.Background(), 2*time.Second)
 		defer cancel()
+		if !s.started {
+			err = s.ln.Close()
+			return
+		}
 		if e := s.srv.Shutdown(ctx); e != nil {
 			err = s.srv.Close()
 		}
