@@ -222,14 +222,8 @@ func registerDescriptorAPI(n *Node, svc *descriptors.Service) {
 		oam.WriteJSON(w, http.StatusOK, svc.Own())
 	})
 	api.Handle("GET /v1/descriptors/{id}", func(w http.ResponseWriter, r *http.Request) {
-		id, err := cid.Decode(r.PathValue("id"))
-		if err != nil {
-			oam.WriteError(w, http.StatusBadRequest, fmt.Errorf("descriptor id %q is not a CID (want the id or slot printed by daitn find)", r.PathValue("id")))
-			return
-		}
-		sd, err := svc.Get(r.Context(), id)
-		if err != nil {
-			oam.WriteError(w, descriptorStatus(err), err)
+		sd, ok := lookupDescriptor(svc, w, r)
+		if !ok {
 			return
 		}
 		if r.URL.Query().Get("a2a") != "" {
@@ -244,14 +238,8 @@ func registerDescriptorAPI(n *Node, svc *descriptors.Service) {
 		oam.WriteJSON(w, http.StatusOK, sd)
 	})
 	api.Handle("DELETE /v1/descriptors/{id}", func(w http.ResponseWriter, r *http.Request) {
-		id, err := cid.Decode(r.PathValue("id"))
-		if err != nil {
-			oam.WriteError(w, http.StatusBadRequest, fmt.Errorf("descriptor id %q is not a CID", r.PathValue("id")))
-			return
-		}
-		sd, err := svc.Get(r.Context(), id)
-		if err != nil {
-			oam.WriteError(w, descriptorStatus(err), err)
+		sd, ok := lookupDescriptor(svc, w, r)
+		if !ok {
 			return
 		}
 		if err := svc.Remove(r.Context(), sd.Slot); err != nil {
@@ -261,14 +249,8 @@ func registerDescriptorAPI(n *Node, svc *descriptors.Service) {
 		oam.WriteJSON(w, http.StatusOK, DescriptorSummaryOf(sd, descriptors.SourceLocal))
 	})
 	api.Handle("GET /v1/descriptors/{id}/reveal", func(w http.ResponseWriter, r *http.Request) {
-		id, err := cid.Decode(r.PathValue("id"))
-		if err != nil {
-			oam.WriteError(w, http.StatusBadRequest, fmt.Errorf("descriptor id %q is not a CID", r.PathValue("id")))
-			return
-		}
-		sd, err := svc.Get(r.Context(), id)
-		if err != nil {
-			oam.WriteError(w, descriptorStatus(err), err)
+		sd, ok := lookupDescriptor(svc, w, r)
+		if !ok {
 			return
 		}
 		rv, err := svc.Reveal(sd.Slot, r.URL.Query().Get("field"))
@@ -381,4 +363,20 @@ func ParseFindQuery(v map[string][]string) (descriptors.Query, descriptors.FindO
 		return q, fo, err
 	}
 	return q, fo, nil
+}
+
+// lookupDescriptor resolves the {id} path value (a version id or a slot) to
+// a descriptor, answering the request itself when it cannot.
+func lookupDescriptor(svc *descriptors.Service, w http.ResponseWriter, r *http.Request) (*descriptors.Signed, bool) {
+	id, err := cid.Decode(r.PathValue("id"))
+	if err != nil {
+		oam.WriteError(w, http.StatusBadRequest, fmt.Errorf("descriptor id %q is not a CID (want the id or slot printed by daitn find)", r.PathValue("id")))
+		return nil, false
+	}
+	sd, err := svc.Get(r.Context(), id)
+	if err != nil {
+		oam.WriteError(w, descriptorStatus(err), err)
+		return nil, false
+	}
+	return sd, true
 }
