@@ -1,7 +1,6 @@
 package node
 
 import (
-	"net/http"
 	"sync"
 	"time"
 
@@ -112,4 +111,3 @@ func (n *Node) registerMetrics() {
 	n.api.HandleHandler("GET /metrics", promhttp.HandlerFor(n.reg, promhttp.HandlerOpts{}))
 }
 
-var _ http.Handler = promhttp.Handler()

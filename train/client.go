@@ -551,10 +551,9 @@ func (s *Service) reachable(ctx context.Context, p peer.ID) bool {
 
 // posting is one round task on its way.
 type posting struct {
-	cand    Candidate
-	id      string
-	posted  time.Time
-	reposts int
+	cand   Candidate
+	id     string
+	posted time.Time
 }
 
 // runRound runs one round of FedAvg and checkpoints its result.
@@ -741,18 +740,10 @@ func (s *Service) runRound(ctx context.Context, run *jobRun) (*RoundRecord, erro
 					next = append(next, np)
 				}
 			case stt.State == taskpool.StateOpen && time.Since(p.posted) > s.cfg.bidTimeout:
-				// No bid: the posting may not have reached the node while
-				// the topic mesh was forming. Post it again, twice at most.
+				// No bid although the pool re-announced the posting (a
+				// node that joined the topic late sees the re-announcement):
+				// give up on this node for the round.
 				changed = true
-				if p.reposts < 2 {
-					_ = s.pool.Cancel(ctx, p.id)
-					_, _ = s.pool.Collect(ctx, p.id)
-					if np, err := post(p.cand, len(chosen)+10+p.reposts); err == nil {
-						np.reposts = p.reposts + 1
-						next = append(next, np)
-						continue
-					}
-				}
 				if np := replace(p, "no bid"); np != nil {
 					next = append(next, np)
 				}

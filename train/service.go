@@ -178,7 +178,7 @@ func New(ctx context.Context, h host.Host, ps *pubsub.PubSub, store ds.Batching,
 		log:          slog.Default(),
 		lease:        20 * time.Second,
 		roundTimeout: 10 * time.Minute,
-		bidTimeout:   6 * time.Second,
+		bidTimeout:   15 * time.Second, // the task pool re-announces an unbid posting every 5s
 		fetchTimeout: 60 * time.Second,
 		evalTimeout:  3 * time.Minute,
 		findTimeout:  5 * time.Second,
