@@ -110,4 +110,3 @@ func (n *Node) registerMetrics() {
 	n.reg.MustRegister(collectors.NewGoCollector(), collectors.NewProcessCollector(collectors.ProcessCollectorOpts{}))
 	n.api.HandleHandler("GET /metrics", promhttp.HandlerFor(n.reg, promhttp.HandlerOpts{}))
 }
-
