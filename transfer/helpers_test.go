@@ -5,10 +5,13 @@ import (
 	"context"
 	"io"
 	"log/slog"
+	"os"
+	"path/filepath"
 	"strings"
 	"testing"
 	"time"
 
+	"github.com/ipfs/go-cid"
 	"github.com/libp2p/go-libp2p"
 	"github.com/libp2p/go-libp2p/core/crypto"
 	"github.com/libp2p/go-libp2p/core/host"
@@ -86,4 +89,31 @@ func newQUICHost(t testing.TB) host.Host {
 	}
 	t.Cleanup(func() { _ = h.Close() })
 	return h
+}
+
+// rot flips one byte of block c's data where it is stored, as a failing
+// disk would.
+func rot(t testing.TB, s *blockStore, c cid.Cid, at int) {
+	t.Helper()
+	if err := s.flush(); err != nil {
+		t.Fatal(err)
+	}
+	l, ok, err := s.lookup(c)
+	if err != nil || !ok {
+		t.Fatalf("rot %s: not stored (%v)", c, err)
+	}
+	f, err := os.OpenFile(filepath.Join(s.segDir(), segName(l.seg)), os.O_RDWR, 0)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer f.Close()
+	b := []byte{0}
+	off := l.dataOff(c) + int64(at%int(l.n))
+	if _, err := f.ReadAt(b, off); err != nil {
+		t.Fatal(err)
+	}
+	b[0] ^= 0xff
+	if _, err := f.WriteAt(b, off); err != nil {
+		t.Fatal(err)
+	}
 }

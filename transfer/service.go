@@ -173,7 +173,7 @@ func New(ctx context.Context, h host.Host, rt routing.Routing, dir string, opts 
 	if cfg.Provide && rt == nil {
 		cfg.Provide = false
 	}
-	st, err := openBlockStore(dir, cfg.Sync)
+	st, err := openBlockStore(dir, cfg.Sync, cfg.Logger.With("svc", "transfer"))
 	if err != nil {
 		return nil, fmt.Errorf("transfer: %w", err)
 	}
@@ -185,6 +185,7 @@ func New(ctx context.Context, h host.Host, rt routing.Routing, dir string, opts 
 	}
 	pols, err := st.loadPolicies()
 	if err != nil {
+		_ = st.close()
 		return nil, fmt.Errorf("transfer: %w", err)
 	}
 	for root, allow := range pols {
@@ -202,6 +203,7 @@ func New(ctx context.Context, h host.Host, rt routing.Routing, dir string, opts 
 // Close stops serving, cancels fetches in progress and waits for every
 // goroutine of the service. It is idempotent.
 func (s *Service) Close() error {
+	var err error
 	s.closeOnce.Do(func() {
 		s.h.RemoveStreamHandler(wire.Protocol)
 		s.mu.Lock()
@@ -212,9 +214,9 @@ func (s *Service) Close() error {
 		}
 		s.mu.Unlock()
 		s.wg.Wait()
-		_ = s.st.flush()
+		err = s.st.close()
 	})
-	return nil
+	return err
 }
 
 // enter registers a caller-driven operation so Close waits for it.
@@ -645,8 +647,11 @@ func (s *Service) Pins() ([]cid.Cid, error) { return s.st.pins() }
 // GCResult says what GC removed.
 type GCResult struct {
 	Removed    int   `json:"removed"`
-	FreedBytes int64 `json:"freed_bytes"`
+	FreedBytes int64 `json:"freed_bytes"` // data bytes of the removed blocks
 	Kept       int   `json:"kept"`
+	// ReclaimedBytes is the disk space returned: segment files that were
+	// mostly garbage, their live blocks moved elsewhere.
+	ReclaimedBytes int64 `json:"reclaimed_bytes"`
 }
 
 // GC removes every block not reachable from a pinned root. It runs when no
@@ -694,6 +699,9 @@ func (s *Service) GC(ctx context.Context) (GCResult, error) {
 		return nil
 	})
 	if err != nil {
+		return res, fmt.Errorf("gc: %w", err)
+	}
+	if res.ReclaimedBytes, err = s.st.compact(); err != nil {
 		return res, fmt.Errorf("gc: %w", err)
 	}
 	return res, nil

@@ -547,9 +547,7 @@ func TestCorruptBlockOnDiskIsNotServed(t *testing.T) {
 			break
 		}
 	}
-	b, _ := os.ReadFile(a.st.path(victim))
-	b[0] ^= 1
-	os.WriteFile(a.st.path(victim), b, 0o600)
+	rot(t, a.st, victim, 0)
 	resps := rawExchange(t, net.Peers[1].Host, net.Peers[0].Host.ID(), &wire.Request{Kind: wire.KindWant, Root: root, CIDs: []cid.Cid{victim}}, 1)
 	if resps[0].Kind != wire.KindNotFound {
 		t.Fatalf("rotten block served: kind %d", resps[0].Kind)
@@ -697,11 +695,7 @@ func TestRottenLocalManifestIsFetchedAgain(t *testing.T) {
 		t.Fatal(err)
 	}
 	// Rot b's copy of the manifest.
-	mb, _ := os.ReadFile(b.st.path(root))
-	mb[len(mb)/2] ^= 0xff
-	if err := os.WriteFile(b.st.path(root), mb, 0o600); err != nil {
-		t.Fatal(err)
-	}
+	rot(t, b.st, root, 1<<30)
 	res, err := b.Fetch(ctxT(t, 20*time.Second), root, FetchOptions{})
 	if err != nil {
 		t.Fatal(err)
