@@ -124,10 +124,11 @@ type segment struct {
 
 // blockStore is the chunk store: segments + index, pins and policies.
 type blockStore struct {
-	dir  string
-	sync bool
-	db   *pebble.DB
-	log  *slog.Logger
+	dir    string
+	sync   bool
+	db     *pebble.DB
+	log    *slog.Logger
+	segMax int64 // rotate the active segment past this size
 
 	// segMu guards segs: readers hold it shared while they read a segment
 	// file, so compaction never closes a file under a read.
@@ -190,7 +191,7 @@ func openBlockStore(dir string, doSync bool, log *slog.Logger) (*blockStore, err
 		return nil, fmt.Errorf("open chunk index %s: %w", filepath.Join(dir, "index"), err)
 	}
 	s := &blockStore{
-		dir: dir, sync: doSync, db: db, log: log,
+		dir: dir, sync: doSync, db: db, log: log, segMax: segMaxBytes,
 		segs: map[uint32]*segment{}, pending: map[cid.Cid]loc{}, writing: map[cid.Cid]bool{},
 		dirtySegs: map[uint32]*os.File{},
 		kick:      make(chan struct{}, 1), stop: make(chan struct{}), done: make(chan struct{}),
@@ -331,7 +332,7 @@ func (s *blockStore) size(c cid.Cid) int64 {
 func (s *blockStore) reserve(n int64) (*segment, int64, error) {
 	s.mu.Lock()
 	defer s.mu.Unlock()
-	if s.active == nil || s.active.size+n > segMaxBytes && s.active.size > 0 {
+	if s.active == nil || s.active.size+n > s.segMax && s.active.size > 0 {
 		id := s.nextSeg
 		f, err := os.OpenFile(filepath.Join(s.segDir(), segName(id)), os.O_RDWR|os.O_CREATE|os.O_EXCL, 0o600)
 		if err != nil {
