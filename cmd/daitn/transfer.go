@@ -291,7 +291,8 @@ func gcCmd() *cobra.Command {
 			if jsonOutput(cmd) {
 				return printJSON(cmd, res)
 			}
-			fmt.Fprintf(cmd.OutOrStdout(), "removed %d blocks, freed %s, kept %d\n", res.Removed, humanBytes(float64(res.FreedBytes)), res.Kept)
+			fmt.Fprintf(cmd.OutOrStdout(), "removed %d blocks (%s), kept %d; %s of disk returned\n",
+				res.Removed, humanBytes(float64(res.FreedBytes)), res.Kept, humanBytes(float64(res.ReclaimedBytes)))
 			return nil
 		},
 	}
