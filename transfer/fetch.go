@@ -34,7 +34,7 @@ type FetchOptions struct {
 
 // Progress is a snapshot of a fetch. Byte counts are of unique blocks.
 type Progress struct {
-	Root         cid.Cid       `json:"root"`
+	Root         CID           `json:"root"`
 	TotalBytes   int64         `json:"total_bytes"` // -1 until the root manifest is known
 	DoneBytes    int64         `json:"done_bytes"`  // stored, including blocks we already had
 	FetchedBytes int64         `json:"fetched_bytes"`
@@ -55,7 +55,7 @@ type PeerStats struct {
 
 // FetchResult summarises a finished fetch.
 type FetchResult struct {
-	Root         cid.Cid               `json:"root"`
+	Root         CID                   `json:"root"`
 	Size         uint64                `json:"size"`   // as the root manifest says
 	Blocks       int                   `json:"blocks"` // unique blocks under root
 	Reused       int                   `json:"reused"` // already stored before this fetch
@@ -178,7 +178,7 @@ func (s *Service) Fetch(ctx context.Context, root cid.Cid, opts FetchOptions) (*
 		verifyCh: make(chan vjob, 4), events: make(chan struct{}, 1), doneCh: make(chan struct{}),
 		total: -1,
 	}
-	f.res.Root = root
+	f.res.Root = CID{root}
 	f.stats = map[peer.ID]*PeerStats{}
 	res, err := f.run()
 	if err != nil {
@@ -442,7 +442,7 @@ func (f *fetch) report(final bool) {
 	}
 	f.mu.Lock()
 	p := Progress{
-		Root: f.root, TotalBytes: f.total, DoneBytes: f.doneBytes, FetchedBytes: f.res.FetchedBytes,
+		Root: CID{f.root}, TotalBytes: f.total, DoneBytes: f.doneBytes, FetchedBytes: f.res.FetchedBytes,
 		TotalBlocks: f.res.Blocks, DoneBlocks: f.res.Blocks - f.remaining, Elapsed: time.Since(f.start), Done: final,
 	}
 	for _, w := range f.workers {

@@ -4,6 +4,7 @@ import (
 	"bufio"
 	"bytes"
 	"context"
+	"encoding/json"
 	"errors"
 	"fmt"
 	"io"
@@ -310,4 +311,24 @@ func FuzzSegmentRecord(f *testing.F) {
 			t.Fatalf("header %x accepted for %s/%d", h, c, n)
 		}
 	})
+}
+
+func TestCIDJSONIsAString(t *testing.T) {
+	c := wire.Sum(wire.CodecRaw, []byte("x"))
+	b, err := json.Marshal(Info{Root: CID{c}})
+	if err != nil || !strings.Contains(string(b), `"root":"`+c.String()+`"`) {
+		t.Fatalf("json %s, %v", b, err)
+	}
+	var in Info
+	if err := json.Unmarshal(b, &in); err != nil || !in.Root.Equals(c) {
+		t.Fatalf("round trip: %v %v", in.Root, err)
+	}
+	for _, bad := range []string{`{"root":"nope"}`, `{"root":7}`} {
+		if err := json.Unmarshal([]byte(bad), &in); err == nil {
+			t.Fatalf("%s accepted", bad)
+		}
+	}
+	if err := json.Unmarshal([]byte(`{"root":null}`), &in); err != nil || in.Root.Defined() {
+		t.Fatalf("null root: %v %v", in.Root, err)
+	}
 }

@@ -493,7 +493,7 @@ func (s *Service) Complete(root cid.Cid) (bool, error) {
 
 // Info describes a stored root.
 type Info struct {
-	Root     cid.Cid   `json:"root"`
+	Root     CID       `json:"root"`
 	Type     string    `json:"type"`
 	Size     uint64    `json:"size"`
 	Blocks   int       `json:"blocks"`
@@ -509,7 +509,7 @@ func (s *Service) Stat(root cid.Cid) (Info, error) {
 	if err != nil {
 		return Info{}, fmt.Errorf("stat %s: %w", root, err)
 	}
-	in := Info{Root: root, Type: m.Type.String(), Size: m.Size, Complete: true}
+	in := Info{Root: CID{root}, Type: m.Type.String(), Size: m.Size, Complete: true}
 	if err := s.walk(root, func(_ cid.Cid, present bool) {
 		in.Blocks++
 		if !present {
