@@ -155,6 +155,9 @@ func TestSegmentStoreCompaction(t *testing.T) {
 	if s.Has(ra) {
 		t.Fatal("unpinned root survived gc")
 	}
+	if st, err := s.Stats(); err != nil || st.DiskBytes != after || st.Bytes > after {
+		t.Fatalf("stats after gc: %+v, %v; segment bytes %d", st, err, after)
+	}
 	if got := exportBytes(t, s, rb); !bytes.Equal(got, b) {
 		t.Fatal("kept file differs after compaction")
 	}

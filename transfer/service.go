@@ -831,6 +831,7 @@ func (s *Service) provideLoop() {
 type Stats struct {
 	Blocks        int            `json:"blocks"`
 	Bytes         int64          `json:"bytes"`
+	DiskBytes     int64          `json:"disk_bytes"` // segment files, garbage included (gc returns it)
 	Pins          int            `json:"pins"`
 	ServedBlocks  int64          `json:"served_blocks"`
 	ServedBytes   int64          `json:"served_bytes"`
@@ -842,7 +843,7 @@ type Stats struct {
 }
 
 // Counters returns the traffic counters without walking the store (cheap
-// enough for a metrics scrape). Blocks, Bytes and Pins are left zero.
+// enough for a metrics scrape). Blocks, Bytes, DiskBytes and Pins are left zero.
 func (s *Service) Counters() Stats {
 	return Stats{
 		ServedBlocks: s.servedBlocks.Load(), ServedBytes: s.servedBytes.Load(), Refused: s.refusedReqs.Load(),
@@ -859,6 +860,7 @@ func (s *Service) Stats() (Stats, error) {
 	if err := s.st.each(func(_ cid.Cid, size int64) error { st.Blocks++; st.Bytes += size; return nil }); err != nil {
 		return st, err
 	}
+	st.DiskBytes = s.st.diskBytes()
 	pins, err := s.st.pins()
 	st.Pins = len(pins)
 	s.mu.Lock()

@@ -336,8 +336,8 @@ func transferCmd() *cobra.Command {
 				return printJSON(cmd, st)
 			}
 			tw := newTable(cmd.OutOrStdout())
-			fmt.Fprintf(tw, "blocks\t%d\nstored\t%s\npins\t%d\nserved\t%d blocks, %s\nfetched\t%d blocks, %s\nrefused\t%d\nbad blocks received\t%d\n",
-				st.Blocks, humanBytes(float64(st.Bytes)), st.Pins, st.ServedBlocks, humanBytes(float64(st.ServedBytes)),
+			fmt.Fprintf(tw, "blocks\t%d\nstored\t%s (%s on disk)\npins\t%d\nserved\t%d blocks, %s\nfetched\t%d blocks, %s\nrefused\t%d\nbad blocks received\t%d\n",
+				st.Blocks, humanBytes(float64(st.Bytes)), humanBytes(float64(st.DiskBytes)), st.Pins, st.ServedBlocks, humanBytes(float64(st.ServedBytes)),
 				st.FetchedBlocks, humanBytes(float64(st.FetchedBytes)), st.Refused, st.BadBlocks)
 			return tw.Flush()
 		},
