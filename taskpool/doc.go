@@ -7,8 +7,9 @@
 // the pool, and only a result carrying the current epoch is applied, so a
 // task finishes exactly once even when agents die or come back late. Both
 // sides persist their state in the node's store: the poster keeps results
-// until collected, the agent keeps finished results in an outbox until the
-// poster has them. The node wires one Service per node; the training
+// until collected and a bounded reputation book of the agents that worked
+// for it, the agent keeps finished results in an outbox until the poster
+// has them. The node wires one Service per node; the training
 // service uses the same machinery to hand rounds to data nodes as leased
 // tasks restricted to eligible peers.
 package taskpool

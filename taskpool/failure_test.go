@@ -15,7 +15,8 @@ import (
 // agent's result, delivered when it comes back, is ignored.
 func TestKilledHolderLeaseExpires(t *testing.T) {
 	nw := p2ptest.New(t, 3, p2ptest.WithPubSub())
-	poster := newSvc(t, nw.Peers[0], memStore())
+	pstore := memStore()
+	poster := newSvc(t, nw.Peers[0], pstore)
 	deadDir := t.TempDir()
 	deadStore, err := store.Open(deadDir)
 	if err != nil {
@@ -69,6 +70,21 @@ func TestKilledHolderLeaseExpires(t *testing.T) {
 	}
 	if len(final.History) < 2 || final.History[0].Outcome != "lease expired" {
 		t.Fatalf("history %+v, want a lease expiry then the finish", final.History)
+	}
+	// The expired lease counts against the dead agent, in the reputation
+	// book and in the store.
+	book := map[string][2]int{}
+	for _, r := range poster.Reputations() {
+		book[r.Agent.String()] = [2]int{r.OK, r.Failed}
+	}
+	stored := storedRep(t, pstore)
+	for _, c := range []struct {
+		agent      string
+		ok, failed int
+	}{{nw.Peers[1].Host.ID().String(), 0, 1}, {nw.Peers[2].Host.ID().String(), 1, 0}} {
+		if b, r := book[c.agent], stored[c.agent]; b != [2]int{c.ok, c.failed} || r.OK != c.ok || r.Failed != c.failed {
+			t.Fatalf("agent %s: book %v, stored %+v, want %d ok %d failed", c.agent, b, r, c.ok, c.failed)
+		}
 	}
 
 	// The dead agent comes back with a result for its old epoch in its

@@ -232,12 +232,18 @@ func (s *Service) Post(ctx context.Context, spec TaskSpec) (Task, error) {
 	return t, nil
 }
 
-// repostLocked puts a task back in the pool with a higher Repost number.
-func (s *Service) repostLocked(p *posted, why string) {
+// repostLocked puts a task back in the pool with a higher Repost number;
+// also are written in the same batch as the task.
+func (s *Service) repostLocked(p *posted, why string, also ...storeOp) {
 	p.Task.Repost++
 	env, err := SealPosting(&p.Task, s.key)
 	if err != nil {
 		s.log.Error("reseal posting", "task", p.Task.ID, "err", err)
+		if len(also) > 0 {
+			if err := s.store.Write(s.ctx, also...); err != nil {
+				s.log.Error("persist with repost", "task", p.Task.ID, "err", err)
+			}
+		}
 		return
 	}
 	p.Env = env
@@ -247,7 +253,7 @@ func (s *Service) repostLocked(p *posted, why string) {
 	p.DecideAt = 0
 	p.declined = nil
 	p.PostedAt = time.Now().UnixMilli()
-	if err := s.savePostedLocked(p); err != nil {
+	if err := s.savePostedLocked(p, also...); err != nil {
 		s.log.Error("persist repost", "task", p.Task.ID, "err", err)
 	}
 	s.stats.Reposts++
@@ -688,36 +694,27 @@ func (s *Service) applyResult(r *Result, env []byte) *wireMsg {
 	if !r.OK {
 		st = StateFailed
 	}
-	s.repLocked(r.Agent, r.OK)
-	s.stats.ResultsApplied++
+	now := time.Now()
 	p.State = st
-	p.DoneAt = time.Now().UnixMilli()
+	p.DoneAt = now.UnixMilli()
 	p.Reason = r.Error
 	if n := len(p.History); n > 0 {
 		p.History[n-1].End = p.DoneAt
 		p.History[n-1].Outcome = string(st)
 	}
-	if err := s.savePostedLocked(p); err != nil {
+	// The outcome enters the reputation book in the same batch as the
+	// result: a crash keeps both or neither, and a result the agent must
+	// retry is not counted twice.
+	oc := s.rep.note(r.Agent, r.OK, now)
+	if err := s.savePostedLocked(p, oc.ops()...); err != nil {
 		// Not acknowledged: the agent keeps the result and retries.
 		p.State, p.Result, p.ResultEnv = prevState, nil, nil
-		s.stats.ResultsApplied--
 		return reply(codeRejected, "poster could not store the result; retry")
 	}
+	s.rep.apply(oc)
+	s.stats.ResultsApplied++
 	s.emitLocked(p.event("result"))
 	return &wireMsg{Code: codeOK}
-}
-
-func (s *Service) repLocked(agent string, ok bool) {
-	c := s.rep[agent]
-	if c == nil {
-		c = &[2]int{}
-		s.rep[agent] = c
-	}
-	if ok {
-		c[0]++
-	} else {
-		c[1]++
-	}
 }
 
 func (s *Service) reputationLocked(agent string) float64 {
@@ -727,11 +724,7 @@ func (s *Service) reputationLocked(agent string) float64 {
 		}
 		return 0
 	}
-	c := s.rep[agent]
-	if c == nil {
-		return Reputation(0, 0)
-	}
-	return Reputation(c[0], c[1])
+	return Reputation(s.rep.counts(agent))
 }
 
 // posterTick decides best-policy windows, expires leases and deadlines.
@@ -751,13 +744,17 @@ func (s *Service) posterTick(now time.Time) {
 		case StateAssigned:
 			if ms > p.LeaseUntil {
 				s.stats.LeasesExpired++
-				s.repLocked(p.Holder, false)
+				// The failure is written with the reposted task, in one
+				// batch. If that write fails the repost stands in memory
+				// and so does the failure.
+				rc := s.rep.note(p.Holder, false, now)
+				s.rep.apply(rc)
 				if n := len(p.History); n > 0 {
 					p.History[n-1].End = ms
 					p.History[n-1].Outcome = "lease expired"
 				}
 				s.log.Info("lease expired, back to the pool", "task", p.Task.ID, "holder", p.Holder, "epoch", p.Epoch)
-				s.repostLocked(p, "lease expired")
+				s.repostLocked(p, "lease expired", rc.ops()...)
 			}
 		case StateOpen:
 			// Nobody bid: agents that joined after the posting never saw it,
@@ -880,12 +877,14 @@ func init() {
 
 func postedKey(id string) ds.Key { return ds.NewKey("/taskpool/posted/" + id) }
 
-func (s *Service) savePostedLocked(p *posted) error {
+// savePostedLocked writes a task's record, and also in the same batch.
+func (s *Service) savePostedLocked(p *posted, also ...storeOp) error {
 	b, err := encMode.Marshal(p)
 	if err != nil {
 		return fmt.Errorf("encode task %s: %w", p.Task.ID, err)
 	}
-	if err := s.store.Put(s.ctx, postedKey(p.Task.ID), b); err != nil {
+	ops := append([]storeOp{{key: postedKey(p.Task.ID), val: b}}, also...)
+	if err := s.store.Write(s.ctx, ops...); err != nil {
 		return fmt.Errorf("store task %s: %w", p.Task.ID, err)
 	}
 	return nil
@@ -897,6 +896,7 @@ func (s *Service) load(ctx context.Context) error {
 		return fmt.Errorf("load: %w", err)
 	}
 	now := time.Now()
+	var book []repEntry
 	for _, e := range entries {
 		switch {
 		case strings.HasPrefix(e.Key, "/taskpool/posted/"):
@@ -930,6 +930,21 @@ func (s *Service) load(ctx context.Context) error {
 				continue
 			}
 			s.held[h.key()] = &h
+		case strings.HasPrefix(e.Key, repPrefix):
+			r, err := decodeRep(e.Key, e.Value)
+			if err != nil {
+				// The agent starts again from an unknown agent's score; its
+				// next outcome overwrites the record.
+				s.log.Warn("skip unreadable reputation record", "key", e.Key, "err", err)
+				continue
+			}
+			book = append(book, r)
+		}
+	}
+	for _, a := range s.rep.load(book) {
+		// Over the bound (it was lowered since): drop the oldest.
+		if err := s.store.Delete(ctx, repKey(a)); err != nil {
+			s.log.Warn("drop reputation record over the limit", "agent", a, "err", err)
 		}
 	}
 	return nil

@@ -48,6 +48,7 @@ type config struct {
 	reputation   func(peer.ID) float64
 	routing      routing.PeerRouting
 	maxSeen      int
+	maxRep       int
 	restartGrace time.Duration
 	republish    time.Duration
 }
@@ -147,6 +148,20 @@ func WithReputation(f func(peer.ID) float64) Option {
 	return func(c *config) error { c.reputation = f; return nil }
 }
 
+// WithReputationLimit bounds the poster's reputation book to n agents
+// (default DefaultReputationLimit). Past it, the least recently updated
+// agents are dropped from memory and store, and start again from the
+// unknown agent's score when they come back.
+func WithReputationLimit(n int) Option {
+	return func(c *config) error {
+		if n < 1 {
+			return fmt.Errorf("reputation limit: %d agents, want >= 1", n)
+		}
+		c.maxRep = n
+		return nil
+	}
+}
+
 // WithRouting lets an agent find a poster that came back on new addresses
 // when it retries delivering a result.
 func WithRouting(r routing.PeerRouting) Option {
@@ -202,7 +217,7 @@ type Service struct {
 	held     map[string]*held // key poster/id
 	agents   map[*Agent]struct{}
 	watchers map[*watcher]struct{}
-	rep      map[string]*[2]int
+	rep      *repBook // the poster's record of agents, persisted
 	feeds    map[*feed]struct{}
 
 	vmu     sync.Mutex
@@ -243,7 +258,8 @@ type seenEntry struct {
 // New starts the task pool service on h. The store holds its state under
 // /taskpool/. Defaults: posting rate 20/s burst 400 per peer, results up to
 // 1 MiB, retry every 1s, tick 20ms, DefaultWeights, call timeout 5s, lease
-// 30s, bid window 500ms, deadline 10m, republish 5s.
+// 30s, bid window 500ms, deadline 10m, republish 5s, reputation book of
+// DefaultReputationLimit agents.
 func New(ctx context.Context, h host.Host, ps *pubsub.PubSub, store ds.Batching, opts ...Option) (*Service, error) {
 	if h == nil || ps == nil || store == nil {
 		return nil, errors.New("taskpool: host, pubsub and store are required")
@@ -261,6 +277,7 @@ func New(ctx context.Context, h host.Host, ps *pubsub.PubSub, store ds.Batching,
 		bidWindow:   500 * time.Millisecond,
 		deadline:    10 * time.Minute,
 		maxSeen:     100000,
+		maxRep:      DefaultReputationLimit,
 		republish:   5 * time.Second,
 	}
 	for _, o := range opts {
@@ -283,7 +300,7 @@ func New(ctx context.Context, h host.Host, ps *pubsub.PubSub, store ds.Batching,
 		held:       map[string]*held{},
 		agents:     map[*Agent]struct{}{},
 		watchers:   map[*watcher]struct{}{},
-		rep:        map[string]*[2]int{},
+		rep:        newRepBook(cfg.maxRep),
 		feeds:      map[*feed]struct{}{},
 		seen:       map[string]seenEntry{},
 		buckets:    map[peer.ID]*bucket{},

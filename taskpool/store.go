@@ -16,7 +16,14 @@ import (
 type guardedStore struct {
 	mu     sync.RWMutex
 	closed bool
-	d      ds.Datastore
+	d      ds.Batching
+}
+
+// storeOp is one write of a batch: a put, or a delete when del is set.
+type storeOp struct {
+	key ds.Key
+	val []byte
+	del bool
 }
 
 func (g *guardedStore) close() {
@@ -32,6 +39,34 @@ func (g *guardedStore) Put(ctx context.Context, k ds.Key, v []byte) error {
 		return ErrClosed
 	}
 	return g.d.Put(ctx, k, v)
+}
+
+// Write applies ops atomically, in one batch and one sync: a crash keeps
+// all of them or none.
+func (g *guardedStore) Write(ctx context.Context, ops ...storeOp) error {
+	g.mu.RLock()
+	defer g.mu.RUnlock()
+	if g.closed {
+		return ErrClosed
+	}
+	if len(ops) == 1 && !ops[0].del {
+		return g.d.Put(ctx, ops[0].key, ops[0].val)
+	}
+	b, err := g.d.Batch(ctx)
+	if err != nil {
+		return err
+	}
+	for _, op := range ops {
+		if op.del {
+			err = b.Delete(ctx, op.key)
+		} else {
+			err = b.Put(ctx, op.key, op.val)
+		}
+		if err != nil {
+			return err
+		}
+	}
+	return b.Commit(ctx)
 }
 
 func (g *guardedStore) Delete(ctx context.Context, k ds.Key) error {
