@@ -227,6 +227,10 @@ func (tp *taskpoolAPI) register() {
 	api.Handle("GET /v1/tasks", func(w http.ResponseWriter, r *http.Request) {
 		oam.WriteJSON(w, http.StatusOK, tp.svc.List())
 	})
+	// Not under /v1/tasks/, where it would shadow a task named "reputation".
+	api.Handle("GET /v1/reputation", func(w http.ResponseWriter, r *http.Request) {
+		oam.WriteJSON(w, http.StatusOK, tp.svc.Reputations())
+	})
 	api.Handle("GET /v1/tasks/{id}", func(w http.ResponseWriter, r *http.Request) {
 		st, err := tp.svc.Status(r.PathValue("id"))
 		if err != nil {

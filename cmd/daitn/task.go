@@ -29,7 +29,7 @@ for a window and scored on price, expected time, load and reputation). The winne
 holds a renewable lease; if it dies the task goes back to the pool. Results are kept
 by your node until you collect them.`,
 	}
-	cmd.AddCommand(taskPostCmd(), taskLsCmd(), taskShowCmd(), taskWatchCmd(), taskApproveCmd(), taskCancelCmd(), taskResultCmd())
+	cmd.AddCommand(taskPostCmd(), taskLsCmd(), taskShowCmd(), taskWatchCmd(), taskApproveCmd(), taskCancelCmd(), taskResultCmd(), taskReputationCmd())
 	return cmd
 }
 
@@ -107,27 +107,20 @@ func taskPostCmd() *cobra.Command {
 }
 
 func taskLsCmd() *cobra.Command {
-	return &cobra.Command{
-		Use:   "ls",
-		Short: "List the tasks this node posted",
-		Args:  cobra.NoArgs,
-		RunE: func(cmd *cobra.Command, args []string) error {
-			var list []taskpool.Status
-			if err := callNode(cmd, http.MethodGet, "/v1/tasks", nil, &list); err != nil {
-				return err
-			}
-			if jsonOutput(cmd) {
-				return printJSON(cmd, list)
-			}
-			tw := newTable(cmd.OutOrStdout())
-			fmt.Fprintln(tw, "ID\tPOOL\tKIND\tPOLICY\tTIER\tSTATE\tHOLDER\tBIDS\tDEADLINE")
-			for _, s := range list {
-				fmt.Fprintf(tw, "%s\t%s\t%s\t%s\t%s\t%s\t%s\t%d\t%s\n", s.Task.ID, s.Task.Pool, s.Task.Kind, s.Task.Policy,
-					s.Task.Tier, s.State, shortPeer(s.Holder), len(s.Bids), time.UnixMilli(s.Task.Deadline).Format(time.TimeOnly))
-			}
-			return tw.Flush()
-		},
-	}
+	return listCmd("ls", "List the tasks this node posted", "/v1/tasks",
+		"ID\tPOOL\tKIND\tPOLICY\tTIER\tSTATE\tHOLDER\tBIDS\tDEADLINE",
+		func(s taskpool.Status) string {
+			return fmt.Sprintf("%s\t%s\t%s\t%s\t%s\t%s\t%s\t%d\t%s", s.Task.ID, s.Task.Pool, s.Task.Kind, s.Task.Policy,
+				s.Task.Tier, s.State, shortPeer(s.Holder), len(s.Bids), time.UnixMilli(s.Task.Deadline).Format(time.TimeOnly))
+		})
+}
+
+func taskReputationCmd() *cobra.Command {
+	return listCmd("reputation", "List this node's reputation book of agents (used by the best policy)", "/v1/reputation",
+		"AGENT\tOK\tFAILED\tSCORE\tUPDATED",
+		func(r taskpool.RepRecord) string {
+			return fmt.Sprintf("%s\t%d\t%d\t%.3f\t%s", r.Agent, r.OK, r.Failed, r.Score, r.Updated.Local().Format(time.DateTime))
+		})
 }
 
 func shortPeer(p string) string {

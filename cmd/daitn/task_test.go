@@ -127,6 +127,15 @@ func TestTaskPostAgentRunExec(t *testing.T) {
 			t.Fatalf("ls does not list %s:\n%s", id, out)
 		}
 	}
+	// A's reputation book counts B's two results and its failure.
+	out, _, code = run(t, "task", "reputation", "--data", a, "--json")
+	var book []taskpool.RepRecord
+	if err := json.Unmarshal([]byte(out), &book); code != 0 || err != nil || len(book) != 1 || book[0].OK != 2 || book[0].Failed != 1 {
+		t.Fatalf("reputation: code %d %v %+v", code, err, book)
+	}
+	if out, _, _ = run(t, "task", "reputation", "--data", a); !strings.Contains(out, "AGENT") || !strings.Contains(out, book[0].Agent.String()) {
+		t.Fatalf("reputation table:\n%s", out)
+	}
 	// Bad input is named.
 	if _, errOut, code := run(t, "task", "post", "--data", a, "--pool", "demo", "--kind", "k", "--tier", "platinum"); code == 0 || !strings.Contains(errOut, "platinum") {
 		t.Fatalf("bad tier: code %d err %q", code, errOut)

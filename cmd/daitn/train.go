@@ -84,27 +84,12 @@ func trainSubmitCmd() *cobra.Command {
 }
 
 func trainLsCmd() *cobra.Command {
-	return &cobra.Command{
-		Use:   "ls",
-		Short: "List training jobs",
-		Args:  cobra.NoArgs,
-		RunE: func(cmd *cobra.Command, args []string) error {
-			var jobs []train.Job
-			if err := callNode(cmd, http.MethodGet, "/v1/train/jobs", nil, &jobs); err != nil {
-				return err
-			}
-			if jsonOutput(cmd) {
-				return printJSON(cmd, jobs)
-			}
-			tw := newTable(cmd.OutOrStdout())
-			fmt.Fprintln(tw, "ID\tNAME\tSTATE\tROUND\tACCURACY\tTARGET\tARCH\tCREATED")
-			for _, j := range jobs {
-				fmt.Fprintf(tw, "%s\t%s\t%s\t%d\t%s\t%.4f\t%s\t%s\n", j.ID, j.Spec.Name, j.State, j.Round,
-					trainAcc(j.Accuracy), j.Spec.Target.Accuracy, j.Spec.Model.Arch, j.Created.Local().Format(time.DateTime))
-			}
-			return tw.Flush()
-		},
-	}
+	return listCmd("ls", "List training jobs", "/v1/train/jobs",
+		"ID\tNAME\tSTATE\tROUND\tACCURACY\tTARGET\tARCH\tCREATED",
+		func(j train.Job) string {
+			return fmt.Sprintf("%s\t%s\t%s\t%d\t%s\t%.4f\t%s\t%s", j.ID, j.Spec.Name, j.State, j.Round,
+				trainAcc(j.Accuracy), j.Spec.Target.Accuracy, j.Spec.Model.Arch, j.Created.Local().Format(time.DateTime))
+		})
 }
 
 func trainAcc(a float64) string {

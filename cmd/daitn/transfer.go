@@ -342,26 +342,11 @@ func transferCmd() *cobra.Command {
 			return tw.Flush()
 		},
 	}
-	pins := &cobra.Command{
-		Use:   "pins",
-		Short: "List pinned roots",
-		Args:  cobra.NoArgs,
-		RunE: func(cmd *cobra.Command, _ []string) error {
-			var ins []transfer.Info
-			if err := callNode(cmd, http.MethodGet, "/v1/transfer/pins", nil, &ins); err != nil {
-				return err
-			}
-			if jsonOutput(cmd) {
-				return printJSON(cmd, ins)
-			}
-			tw := newTable(cmd.OutOrStdout())
-			fmt.Fprintln(tw, "ROOT\tTYPE\tSIZE\tCOMPLETE\tPRIVATE")
-			for _, in := range ins {
-				fmt.Fprintf(tw, "%s\t%s\t%s\t%v\t%v\n", in.Root, in.Type, humanBytes(float64(in.Size)), in.Complete, in.Private)
-			}
-			return tw.Flush()
-		},
-	}
+	pins := listCmd("pins", "List pinned roots", "/v1/transfer/pins",
+		"ROOT\tTYPE\tSIZE\tCOMPLETE\tPRIVATE",
+		func(in transfer.Info) string {
+			return fmt.Sprintf("%s\t%s\t%s\t%v\t%v", in.Root, in.Type, humanBytes(float64(in.Size)), in.Complete, in.Private)
+		})
 	policy := &cobra.Command{
 		Use:   "policy CID [--allow PEER]... | --public",
 		Short: "Make a root private to the listed peers, or public again",

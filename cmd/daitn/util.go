@@ -5,6 +5,7 @@ import (
 	"errors"
 	"fmt"
 	"io"
+	"net/http"
 	"os"
 	"path/filepath"
 	"text/tabwriter"
@@ -73,4 +74,30 @@ func callNode(cmd *cobra.Command, method, path string, in, out any) error {
 		return err
 	}
 	return c.Call(cmd.Context(), method, path, in, out)
+}
+
+// listCmd is a command that GETs a list from route and prints it as JSON
+// (--json) or as a table: header names the tab-separated columns, row
+// formats one item the same way.
+func listCmd[T any](use, short, route, header string, row func(T) string) *cobra.Command {
+	return &cobra.Command{
+		Use:   use,
+		Short: short,
+		Args:  cobra.NoArgs,
+		RunE: func(cmd *cobra.Command, _ []string) error {
+			var list []T
+			if err := callNode(cmd, http.MethodGet, route, nil, &list); err != nil {
+				return err
+			}
+			if jsonOutput(cmd) {
+				return printJSON(cmd, list)
+			}
+			tw := newTable(cmd.OutOrStdout())
+			fmt.Fprintln(tw, header)
+			for _, it := range list {
+				fmt.Fprintln(tw, row(it))
+			}
+			return tw.Flush()
+		},
+	}
 }
