@@ -53,7 +53,8 @@ func main() {
 	only := flag.String("only", "", "comma-separated methods to run (default all)")
 	phase := flag.String("phase", "", "internal: run one method in this process")
 	dir := flag.String("dir", "", "internal: work directory")
-	cpuprof := flag.String("cpuprofile", "", "write a CPU profile of the libp2p-tcp-1 method here")
+	cpuprof := flag.String("cpuprofile", "", "write a CPU profile of the -profile method's first round here")
+	profMethod := flag.String("profile", "libp2p-tcp-1", "the method -cpuprofile profiles")
 	nosync := flag.Bool("nosync", false, "receivers do not fsync (page cache only): isolates network and CPU from the disk")
 	rounds := flag.Int("rounds", 3, "run every method this many times, interleaved; the median is reported")
 	flag.Parse()
@@ -83,7 +84,7 @@ func main() {
 		fmt.Fprintln(os.Stderr, "rounds must be >= 1")
 		os.Exit(2)
 	}
-	if err := parent(n, *only, *cpuprof, *nosync, *rounds); err != nil {
+	if err := parent(n, *only, *cpuprof, *profMethod, *nosync, *rounds); err != nil {
 		fmt.Fprintln(os.Stderr, err)
 		os.Exit(1)
 	}
@@ -113,7 +114,7 @@ var methods = []struct{ name, label string }{
 	{"libp2p-quic-4", "daitn transfer, libp2p QUIC, 4 holders"},
 }
 
-func parent(n int64, only, cpuprof string, nosync bool, rounds int) error {
+func parent(n int64, only, cpuprof, profMethod string, nosync bool, rounds int) error {
 	work, err := os.MkdirTemp("", "daitn-bench-transfer")
 	if err != nil {
 		return err
@@ -152,7 +153,7 @@ func parent(n int64, only, cpuprof string, nosync bool, rounds int) error {
 				order = append(order, m.name)
 			}
 			args := []string{"-phase", m.name, "-dir", work}
-			if cpuprof != "" && m.name == "libp2p-tcp-1" && round == 0 {
+			if cpuprof != "" && m.name == profMethod && round == 0 {
 				args = append(args, "-cpuprofile", cpuprof)
 			}
 			if nosync {
