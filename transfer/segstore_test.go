@@ -13,6 +13,8 @@ import (
 	"path/filepath"
 	"strconv"
 	"strings"
+	"sync"
+	"sync/atomic"
 	"syscall"
 	"testing"
 	"time"
@@ -334,4 +336,103 @@ func TestCIDJSONIsAString(t *testing.T) {
 	if err := json.Unmarshal([]byte(`{"root":null}`), &in); err != nil || in.Root.Defined() {
 		t.Fatalf("null root: %v %v", in.Root, err)
 	}
+}
+
+// TestSegmentStoreConcurrent runs writers, readers, removals, the
+// background flusher and then a compaction (with readers still going), as
+// the service does: adds and fetches never overlap GC, serving does.
+func TestSegmentStoreConcurrent(t *testing.T) {
+	t.Parallel()
+	s := openTestStore(t, t.TempDir())
+	s.segMax = 512 << 10
+	const writers, per = 4, 24
+	cids := make([][]cid.Cid, writers)
+	var wg sync.WaitGroup
+	stop := make(chan struct{})
+	var readErr atomic.Value
+	reader := func() {
+		defer wg.Done()
+		buf := make([]byte, 0, wire.MaxChunkSize)
+		for i := 0; ; i++ {
+			select {
+			case <-stop:
+				return
+			default:
+			}
+			b := randBytes(uint64(1000+i%(writers*per)), 64<<10+i%(writers*per))
+			c := wire.Sum(wire.CodecRaw, b)
+			got, err := s.get(c, buf[:0], wire.MaxChunkSize)
+			if err != nil && !errors.Is(err, ErrNotFound) {
+				readErr.Store(err)
+				return
+			}
+			if err == nil && !bytes.Equal(got, b) {
+				readErr.Store(fmt.Errorf("block %s read back different bytes", c))
+				return
+			}
+		}
+	}
+	wg.Add(2)
+	go reader()
+	go reader()
+	var ww sync.WaitGroup
+	for w := range writers {
+		ww.Add(1)
+		go func() {
+			defer ww.Done()
+			for i := range per {
+				k := w*per + i
+				b := randBytes(uint64(1000+k), 64<<10+k) // as storeBlock, which may not t.Fatal here
+				c := wire.Sum(wire.CodecRaw, b)
+				if err := s.put(c, b, true); err != nil {
+					t.Error(err)
+					return
+				}
+				cids[w] = append(cids[w], c)
+				if i%8 == 7 {
+					if err := s.flush(); err != nil {
+						t.Error(err)
+					}
+				}
+			}
+		}()
+	}
+	ww.Wait()
+	// Remove two blocks of three, so most segments are mostly garbage,
+	// then compact while the readers read.
+	removed := map[cid.Cid]bool{}
+	for w := range writers {
+		for i, c := range cids[w] {
+			if i%3 != 0 {
+				if err := s.remove(c); err != nil {
+					t.Fatal(err)
+				}
+				removed[c] = true
+			}
+		}
+	}
+	freed, err := s.compact()
+	if err != nil {
+		t.Fatal(err)
+	}
+	if freed == 0 {
+		t.Fatal("compaction freed nothing")
+	}
+	close(stop)
+	wg.Wait()
+	if err, _ := readErr.Load().(error); err != nil {
+		t.Fatalf("concurrent read: %v", err)
+	}
+	for w := range writers {
+		for i, c := range cids[w] {
+			_, err := s.get(c, nil, wire.MaxChunkSize)
+			switch {
+			case removed[c] && !errors.Is(err, ErrNotFound):
+				t.Fatalf("removed block %s: %v", c, err)
+			case !removed[c] && err != nil:
+				t.Fatalf("kept block %d/%d after compaction: %v", w, i, err)
+			}
+		}
+	}
+	t.Logf("compaction returned %d bytes; %d segments left", freed, len(s.segmentIDs()))
 }
