@@ -6,6 +6,7 @@ import (
 	"encoding/json"
 	"fmt"
 	"net"
+	"net/http"
 	"os"
 	"os/exec"
 	"path/filepath"
@@ -74,10 +75,17 @@ func upNode(t *testing.T, dir string, extra ...string) *exec.Cmd {
 		_ = cmd.Process.Kill()
 		_, _ = cmd.Process.Wait()
 	})
+	// An answer, not just the address file: a node killed before this one
+	// left its file behind.
 	deadline := time.Now().Add(30 * time.Second)
 	for time.Now().Before(deadline) {
-		if _, err := oam.Dial(dir); err == nil {
-			return cmd
+		if c, err := oam.Dial(dir); err == nil {
+			ctx, cancel := context.WithTimeout(context.Background(), time.Second)
+			err = c.Call(ctx, http.MethodGet, "/v1/id", nil, nil)
+			cancel()
+			if err == nil {
+				return cmd
+			}
 		}
 		time.Sleep(50 * time.Millisecond)
 	}

@@ -7,6 +7,7 @@ import (
 	"os"
 	"path/filepath"
 	"strings"
+	"syscall"
 	"testing"
 
 	"github.com/daitn/daitn/node"
@@ -17,25 +18,28 @@ import (
 // stderr is not a terminal), then unpin and gc.
 func TestAddGetPinGC(t *testing.T) {
 	a, b := t.TempDir(), t.TempDir()
-	upNode(t, a)
+	upA := upNode(t, a)
 	upNode(t, b)
-	out, _, code := run(t, "id", "--data", a, "--json")
-	if code != 0 {
-		t.Fatalf("id: code %d", code)
-	}
-	var idA node.IDInfo
-	if err := json.Unmarshal([]byte(out), &idA); err != nil {
-		t.Fatal(err)
-	}
-	var tcp string
-	for _, addr := range idA.Addrs {
-		if strings.Contains(addr, "/tcp/") {
-			tcp = addr
+	connect := func() {
+		out, _, code := run(t, "id", "--data", a, "--json")
+		if code != 0 {
+			t.Fatalf("id: code %d", code)
+		}
+		var idA node.IDInfo
+		if err := json.Unmarshal([]byte(out), &idA); err != nil {
+			t.Fatal(err)
+		}
+		var tcp string
+		for _, addr := range idA.Addrs {
+			if strings.Contains(addr, "/tcp/") {
+				tcp = addr
+			}
+		}
+		if _, e, code := run(t, "connect", "--data", b, tcp); code != 0 {
+			t.Fatalf("connect: %s", e)
 		}
 	}
-	if _, e, code := run(t, "connect", "--data", b, tcp); code != 0 {
-		t.Fatalf("connect: %s", e)
-	}
+	connect()
 
 	src := filepath.Join(t.TempDir(), "model.bin")
 	data := make([]byte, 3<<20)
@@ -51,6 +55,14 @@ func TestAddGetPinGC(t *testing.T) {
 		t.Fatalf("add: code %d, %s", code, e)
 	}
 	root := strings.TrimSpace(out)
+
+	// What add acknowledged survives a SIGKILL of the node right after it.
+	if err := upA.Process.Signal(syscall.SIGKILL); err != nil {
+		t.Fatal(err)
+	}
+	_, _ = upA.Process.Wait()
+	upNode(t, a)
+	connect()
 
 	dst := filepath.Join(t.TempDir(), "got.bin")
 	out, e, code = run(t, "get", "--data", b, root, "-o", dst)
