@@ -17,6 +17,7 @@ func (n *Node) startServices(ctx context.Context) error {
 		{"descriptors", n.startDescriptors},
 		{"overlay", n.startOverlay},
 		{"transfer", n.startTransfer},
+		{"infer", n.startInfer},
 		{"taskpool", n.startTaskpool},
 		{"train", n.startTrain},
 	}

@@ -58,8 +58,17 @@ func (n *Node) startOverlay(ctx context.Context) error {
 		}
 		return 0
 	}
+	load := func() overlay.Load {
+		l := overlay.Load{CPU: overlay.SystemCPU(), Jobs: busy()}
+		// Queries running and waiting here: Q-IRCE on other peers adds
+		// them to this host's expected latency.
+		if inf, ok := n.service("infer").(interface{ Load() (int64, int64) }); ok {
+			l.Queries, l.Queue = inf.Load()
+		}
+		return l
+	}
 	opts = append(opts,
-		overlay.WithLoad(func() overlay.Load { return overlay.Load{CPU: overlay.SystemCPU(), Jobs: busy()} }),
+		overlay.WithLoad(load),
 		overlay.WithFree(func() overlay.Capacity {
 			c := free()
 			c.Slots = max(0, c.Slots-busy())
