@@ -29,6 +29,7 @@ type Result struct {
 	Probs      []float32 `json:"probs"`
 	Model      string    `json:"model"`             // descriptor slot id of the model that answered
 	Version    string    `json:"version,omitempty"` // descriptor version id
+	Name       string    `json:"name,omitempty"`    // descriptor name
 	Host       peer.ID   `json:"host"`              // the peer that answered (the stream's remote, not a claim)
 	// HostTime is what the host reports it spent, queueing included; Took
 	// is the whole query as the client saw it, failed attempts included.
@@ -250,7 +251,7 @@ func (s *Service) attempt(ctx context.Context, host peer.ID, req *Request) (*Res
 	}
 	a.Status, a.Model = StatusOK, resp.Model
 	return &Result{
-		Class: resp.Class, Confidence: resp.Probs[resp.Class], Probs: resp.Probs, Model: resp.Model, Version: resp.Version,
+		Class: resp.Class, Confidence: resp.Probs[resp.Class], Probs: resp.Probs, Model: resp.Model, Version: resp.Version, Name: resp.Name,
 		Host: host, HostTime: time.Duration(resp.HostMicros) * time.Microsecond,
 	}, a, nil
 }

@@ -44,12 +44,10 @@ var (
 
 // loaded is one model in the cache; ready closes when the load finished.
 type loaded struct {
-	ready   chan struct{}
-	model   *learn.Model
-	err     error
-	used    uint64
-	slot    string
-	version string
+	ready chan struct{}
+	model *learn.Model
+	err   error
+	used  uint64
 }
 
 // models resolves requests to the node's own model descriptors and keeps
@@ -131,7 +129,7 @@ func (ms *models) get(ctx context.Context, sd *descriptors.Signed) (*loaded, err
 	ms.clock++
 	e := ms.cache[key]
 	if e == nil {
-		e = &loaded{ready: make(chan struct{}), slot: sd.Slot.String(), version: sd.ID.String()}
+		e = &loaded{ready: make(chan struct{})}
 		ms.cache[key] = e
 		ms.evictLocked(key)
 		e.used = ms.clock

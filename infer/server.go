@@ -178,5 +178,5 @@ func (s *Service) serveQuery(ctx context.Context, req *Request) *Response {
 	for i, p := range probs {
 		probs[i] = min(max(p, 0), 1)
 	}
-	return &Response{Status: StatusOK, Class: class, Probs: probs, Model: lm.slot, Version: lm.version}
+	return &Response{Status: StatusOK, Class: class, Probs: probs, Model: sd.Slot.String(), Version: sd.ID.String(), Name: sd.Name}
 }

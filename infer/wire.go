@@ -100,6 +100,8 @@ type Response struct {
 	Version string `cbor:"6,keyasint,omitempty" json:"version,omitempty"`
 	// HostMicros is the time the host spent on the query, queueing included.
 	HostMicros int64 `cbor:"7,keyasint,omitempty" json:"host_us"`
+	// Name is the model descriptor's name, for people.
+	Name string `cbor:"8,keyasint,omitempty" json:"name,omitempty"`
 }
 
 // ErrBadMessage is wrapped by every error decoding a peer's frame.
@@ -160,8 +162,8 @@ func (r *Response) Validate() error {
 	if !r.Status.valid() {
 		return badf("response field status=%q: unknown", truncate(string(r.Status), 32))
 	}
-	if len(r.Error) > maxErrText || len(r.Model) > maxIDLen || len(r.Version) > maxIDLen {
-		return badf("response field error, model or version too long")
+	if len(r.Error) > maxErrText || len(r.Model) > maxIDLen || len(r.Version) > maxIDLen || len(r.Name) > maxIDLen {
+		return badf("response field error, model, version or name too long")
 	}
 	if r.HostMicros < 0 {
 		return badf("response field host_us=%d: negative", r.HostMicros)

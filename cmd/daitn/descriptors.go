@@ -17,6 +17,7 @@ import (
 	"github.com/spf13/cobra"
 
 	"github.com/daitn/daitn/descriptors"
+	"github.com/daitn/daitn/learn"
 	"github.com/daitn/daitn/node"
 )
 
@@ -186,7 +187,12 @@ claimed accuracy, latency, price and, if it is shared, the transfer root of its
 weights. Give the fields as flags, or as a JSON/TOML file in the same shape as
 ` + "`daitn descriptor show ID --json`" + ` prints (flags override the file).
 
+With --weights FILE (a model file as ` + "`daitn train get`" + ` writes it) the node stores the
+weights, publishes their root and serves queries for the model (` + "`daitn infer`" + `).
+
 Examples:
+  daitn model add --name mnist-2nn --version 1.0 --weights model.bin \
+      --skill classify-digits --task digits-classification --modality image --accuracy 0.97
   daitn model add --name mnist-mlp --version 1.0 --arch mlp-784-128-10 \
       --skill classify-digits --task digits-classification --modality image --accuracy 0.97
   daitn model add --file model.toml`,
@@ -244,6 +250,14 @@ Examples:
 			if p != nil {
 				m.Price = p
 			}
+			if wf, _ := f.GetString("weights"); wf != "" {
+				if f.Changed("weights-root") {
+					return fmt.Errorf("model add: give --weights FILE or --weights-root CID, not both")
+				}
+				if err := attachWeights(cmd, wf, m); err != nil {
+					return err
+				}
+			}
 			seal, _ := f.GetStringSlice("seal")
 			return publishAndPrint(cmd, node.PublishRequest{Descriptor: d, Seal: seal})
 		},
@@ -252,7 +266,7 @@ Examples:
 	f.String("file", "", "read the descriptor from a JSON or TOML file")
 	f.String("name", "", "descriptor name (required)")
 	f.String("version", "", "model version (required)")
-	f.String("arch", "", "architecture, e.g. mlp-784-128-10 (required)")
+	f.String("arch", "", "architecture, e.g. mnist-2nn (required unless --weights gives it)")
 	f.StringSlice("skill", nil, "skill offered, e.g. classify-digits (repeatable; at least one)")
 	f.String("task", "", "task it was trained for")
 	f.String("modality", "", "input modality")
@@ -261,6 +275,7 @@ Examples:
 	f.Float64("accuracy", 0, "claimed accuracy in [0,1]")
 	f.Float64("latency-ms", 0, "typical latency per query")
 	f.String("weights-root", "", "transfer root CID of the weights, if shared")
+	f.String("weights", "", "a model file (as daitn train get writes it): add it to this node's store, set --weights-root, and fill --arch, --params and --size from it; the node then answers queries with it")
 	f.String("description", "", "free text")
 	f.StringSlice("seal", nil, "fields to publish only as commitments")
 	addPriceFlags(add, "credit/query")
@@ -579,4 +594,50 @@ func descPeer(p string) string {
 		return p[:8] + "…" + p[len(p)-6:]
 	}
 	return p
+}
+
+// attachWeights checks that file is a model package learn can load (so the
+// node can serve it), fills the architecture, parameter count and size from
+// it, adds it to the running node's transfer store and sets the weights
+// root.
+func attachWeights(cmd *cobra.Command, file string, m *descriptors.Model) error {
+	abs, err := filepath.Abs(file)
+	if err != nil {
+		return fmt.Errorf("--weights %q: %w", file, err)
+	}
+	st, err := os.Stat(abs)
+	if err != nil {
+		return fmt.Errorf("--weights: %w", err)
+	}
+	if st.Size() > learn.MaxModelBytes {
+		return fmt.Errorf("--weights %s: %d bytes, larger than any model daitn can load (%d)", file, st.Size(), learn.MaxModelBytes)
+	}
+	b, err := os.ReadFile(abs)
+	if err != nil {
+		return fmt.Errorf("--weights: %w", err)
+	}
+	lm, err := learn.Unmarshal(b)
+	if err != nil {
+		return fmt.Errorf("--weights %s is not a daitn model file (as `daitn train get` writes): %w; for other formats use `daitn add` and --weights-root", file, err)
+	}
+	switch {
+	case m.Architecture == "":
+		m.Architecture = lm.Arch.Name
+	case m.Architecture != lm.Arch.Name:
+		return fmt.Errorf("--arch %q, but %s holds a %s model", m.Architecture, file, lm.Arch.Name)
+	}
+	if m.Params == 0 {
+		m.Params = int64(lm.NumParams())
+	}
+	if m.SizeBytes == 0 {
+		m.SizeBytes = int64(len(b))
+	}
+	var info struct {
+		Root string `json:"root"`
+	}
+	if err := callNode(cmd, http.MethodPost, "/v1/transfer/add", node.TransferAddRequest{Path: abs}, &info); err != nil {
+		return fmt.Errorf("--weights: add %s to the node's store: %w", file, err)
+	}
+	m.WeightsRoot = info.Root
+	return nil
 }
