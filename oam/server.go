@@ -24,10 +24,12 @@ const (
 )
 
 // Server is the control API. Routes are added with Handle before or after
-// Start; every route requires the bearer token.
+// Start; every route requires the bearer token, except the few added with
+// HandlePublic.
 type Server struct {
 	ln      net.Listener
 	mux     *http.ServeMux
+	public  *http.ServeMux
 	srv     *http.Server
 	token   []byte
 	log     *slog.Logger
@@ -53,12 +55,13 @@ func Listen(addr string, token string, log *slog.Logger) (*Server, error) {
 	s := &Server{
 		ln:     ln,
 		mux:    http.NewServeMux(),
+		public: http.NewServeMux(),
 		token:  []byte(token),
 		log:    log,
 		closed: make(chan struct{}),
 	}
 	s.srv = &http.Server{
-		Handler:           s.auth(s.mux),
+		Handler:           s.route(),
 		ReadHeaderTimeout: 10 * time.Second,
 	}
 	return s, nil
@@ -89,6 +92,25 @@ func (s *Server) Handle(pattern string, h http.HandlerFunc) { s.mux.HandleFunc(p
 
 // HandleHandler registers an http.Handler (for /metrics).
 func (s *Server) HandleHandler(pattern string, h http.Handler) { s.mux.Handle(pattern, h) }
+
+// HandlePublic registers h for a pattern that is served without the token.
+// It is only for content that carries no data of the node, such as the
+// dashboard's static files: the page they make asks for the token and sends
+// it with every data call, which still goes through the token check.
+func (s *Server) HandlePublic(pattern string, h http.Handler) { s.public.Handle(pattern, h) }
+
+// route sends requests matching a public pattern to the public mux and
+// everything else through the token check.
+func (s *Server) route() http.Handler {
+	authed := s.auth(s.mux)
+	return http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		if _, pattern := s.public.Handler(r); pattern != "" {
+			s.public.ServeHTTP(w, r)
+			return
+		}
+		authed.ServeHTTP(w, r)
+	})
+}
 
 // Start serves in a goroutine owned by the server and stopped by Close.
 func (s *Server) Start() {
