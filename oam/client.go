@@ -26,18 +26,29 @@ type Client struct {
 
 // Dial finds the node running on dataDir from the files it keeps there.
 func Dial(dataDir string) (*Client, error) {
-	addr, err := os.ReadFile(filepath.Join(dataDir, AddrFile))
+	addr, tok, err := Endpoint(dataDir)
+	if err != nil {
+		return nil, err
+	}
+	return NewClient(addr, tok), nil
+}
+
+// Endpoint reads the API address (host:port) and token of the node running
+// on dataDir. The address file is left behind by a node that was killed, so
+// a caller that must know the node is up asks it something.
+func Endpoint(dataDir string) (addr, token string, err error) {
+	a, err := os.ReadFile(filepath.Join(dataDir, AddrFile))
 	if err != nil {
 		if errors.Is(err, os.ErrNotExist) {
-			return nil, fmt.Errorf("%w: %s has no %s", ErrNotRunning, dataDir, AddrFile)
+			return "", "", fmt.Errorf("%w: %s has no %s", ErrNotRunning, dataDir, AddrFile)
 		}
-		return nil, fmt.Errorf("read api address: %w", err)
+		return "", "", fmt.Errorf("read api address: %w", err)
 	}
 	tok, err := os.ReadFile(filepath.Join(dataDir, TokenFile))
 	if err != nil {
-		return nil, fmt.Errorf("read api token: %w", err)
+		return "", "", fmt.Errorf("read api token: %w", err)
 	}
-	return NewClient(strings.TrimSpace(string(addr)), strings.TrimSpace(string(tok))), nil
+	return strings.TrimSpace(string(a)), strings.TrimSpace(string(tok)), nil
 }
 
 // NewClient returns a client for the API at addr (host:port) with token.
