@@ -10,6 +10,7 @@ import (
 	"github.com/libp2p/go-libp2p/core/network"
 
 	"github.com/daitn/daitn/oam"
+	"github.com/daitn/daitn/oam/dashboard"
 )
 
 // IDInfo is the answer of GET /v1/id.
@@ -85,6 +86,9 @@ func (n *Node) registerCoreAPI() {
 	n.api.Handle("GET /v1/events", func(w http.ResponseWriter, r *http.Request) {
 		oam.ServeSSE(w, r, n.events.Subscribe(r.Context()))
 	})
+	// The dashboard's files hold no data; the page calls the routes above
+	// with the token it was given (see `daitn dashboard`).
+	n.api.HandlePublic("GET "+dashboard.Path, dashboard.Handler())
 }
 
 // IDInfo describes this node.

@@ -3,4 +3,5 @@
 // directory), the node-wide event bus streamed as server-sent events, the
 // Prometheus /metrics endpoint, and the client the CLI and Go agents use to
 // talk to a running node. A running node is driven only through this API.
+// The web dashboard that reads it lives in oam/dashboard.
 package oam
