@@ -49,13 +49,20 @@ type Attempt struct {
 
 // QueryError is returned when no host answered: the attempts made, and the
 // reason (wrapping ErrBusy when every host tried was busy, ErrBadInput when
-// a host refused the input, else ErrNoAnswer).
+// a host refused the input, a host's refusal when one host was asked, else
+// ErrNoAnswer).
 type QueryError struct {
 	Tried []Attempt
 	Err   error
+	// listTried: the message names each host tried and its reason (when
+	// several failed; one refusal already says it all).
+	listTried bool
 }
 
 func (e *QueryError) Error() string {
+	if !e.listTried {
+		return e.Err.Error()
+	}
 	var b strings.Builder
 	b.WriteString(e.Err.Error())
 	for i, a := range e.Tried {
@@ -72,12 +79,13 @@ func (e *QueryError) Error() string {
 func (e *QueryError) Unwrap() error { return e.Err }
 
 // HostError is one host's refusal; it wraps the sentinel of its status.
+// The reason is the host's own words, which name the problem.
 type HostError struct {
 	Status Status
 	Reason string
 }
 
-func (e *HostError) Error() string { return string(e.Status) + ": " + e.Reason }
+func (e *HostError) Error() string { return e.Reason }
 
 func (e *HostError) Unwrap() error {
 	switch e.Status {
@@ -145,7 +153,7 @@ func (s *Service) Query(ctx context.Context, spec routing.QuerySpec, input []byt
 			return res, nil
 		}
 		if errors.Is(err, ErrBadInput) {
-			return nil, &QueryError{Tried: tried, Err: fmt.Errorf("query %q: %w", spec.Skill, ErrBadInput)}
+			return nil, &QueryError{Tried: tried, Err: fmt.Errorf("query %q: %w (host %s, model %s)", spec.Skill, err, c.Host, short(c.Model))}
 		}
 		if ctx.Err() != nil {
 			return nil, &QueryError{Tried: tried, Err: fmt.Errorf("query %q: %w", spec.Skill, ctx.Err())}
@@ -159,7 +167,7 @@ func (s *Service) Query(ctx context.Context, spec routing.QuerySpec, input []byt
 	if allBusy {
 		why = ErrBusy
 	}
-	return nil, &QueryError{Tried: tried, Err: fmt.Errorf("query %q: %d host(s) tried: %w", spec.Skill, len(tried), why)}
+	return nil, &QueryError{Tried: tried, Err: fmt.Errorf("query %q: %d host(s) tried: %w", spec.Skill, len(tried), why), listTried: true}
 }
 
 // QueryModel asks the host of one model: id is its descriptor slot or
@@ -176,7 +184,7 @@ func (s *Service) QueryModel(ctx context.Context, id string, input []byte) (*Res
 	}
 	res, a, err := s.attempt(ctx, host, &Request{Model: slot, Input: input})
 	if err != nil {
-		return nil, &QueryError{Tried: []Attempt{a}, Err: fmt.Errorf("query model %s: %w", id, err)}
+		return nil, &QueryError{Tried: []Attempt{a}, Err: fmt.Errorf("query model %s on %s: %w", short(id), host, err)}
 	}
 	res.Tried, res.Took = []Attempt{a}, time.Since(t0)
 	return res, nil

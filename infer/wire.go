@@ -252,7 +252,7 @@ var errFrameTooBig = errors.New("frame too big")
 // readFrameLen reads a frame's length and refuses one over limit before
 // anything is allocated.
 func readFrameLen(r *bufio.Reader, limit int) (int, error) {
-	n, err := binary.ReadUvarint(r)
+	n, err := readUvarint(r)
 	if err != nil {
 		return 0, fmt.Errorf("read frame length: %w", err)
 	}
@@ -260,6 +260,34 @@ func readFrameLen(r *bufio.Reader, limit int) (int, error) {
 		return 0, fmt.Errorf("frame of %d bytes, at most %d accepted: %w", n, limit, errFrameTooBig)
 	}
 	return int(n), nil
+}
+
+// readUvarint is binary.ReadUvarint that also refuses padded encodings
+// (a trailing 0x00 group), so a length has exactly one encoding on the wire.
+func readUvarint(r io.ByteReader) (uint64, error) {
+	var x uint64
+	var s uint
+	for i := 0; i < binary.MaxVarintLen64; i++ {
+		b, err := r.ReadByte()
+		if err != nil {
+			if i > 0 && err == io.EOF {
+				err = io.ErrUnexpectedEOF
+			}
+			return 0, err
+		}
+		if b < 0x80 {
+			if i == binary.MaxVarintLen64-1 && b > 1 {
+				return 0, errors.New("length overflows 64 bits")
+			}
+			if b == 0 && i > 0 {
+				return 0, errors.New("length is not minimally encoded")
+			}
+			return x | uint64(b)<<s, nil
+		}
+		x |= uint64(b&0x7f) << s
+		s += 7
+	}
+	return 0, errors.New("length overflows 64 bits")
 }
 
 // readFrame reads one whole frame of at most limit bytes.
