@@ -5,7 +5,7 @@
 set -euo pipefail
 cd "$(dirname "$0")/.."
 r=docs/readme
-parts=("$r/00-head.md" "$r/node.md" "$r/train.md" "$r/descriptors.md" "$r/overlay.md" "$r/transfer.md" "$r/taskpool.md" "$r/learn.md" "$r/node-config.md" "$r/99-layout.md" "$r/98-status.md")
+parts=("$r/00-head.md" "$r/node.md" "$r/train.md" "$r/infer.md" "$r/descriptors.md" "$r/overlay.md" "$r/transfer.md" "$r/taskpool.md" "$r/learn.md" "$r/node-config.md" "$r/99-layout.md" "$r/98-status.md")
 {
   first=1
   for p in "${parts[@]}"; do
