@@ -23,8 +23,9 @@ Contents: [node core](#the-node-core-benchnode) ·
 [descriptors](#descriptors-size-signing-discovery-latency) ·
 [live map](#live-map-overlay) · [transfer](#transfer-throughput-against-a-plain-tcp-copy-and-a-tls-13-copy) ·
 [task pools](#task-pools) · [training over real nodes](#federated-training-over-real-nodes-benchtrain) ·
+[inference](#inference-over-the-network-benchinfer) ·
 [FedAvg against the paper](#fedavg-on-real-mnist-against-mcmahan-et-al-2017)
 TOC
-  for p in node descriptors overlay transfer taskpool train; do echo; cat "$b/$p.md"; done
+  for p in node descriptors overlay transfer taskpool train infer; do echo; cat "$b/$p.md"; done
   echo; sed 's|](fedavg.png)|](docs/bench/fedavg.png)|' "$b/fedavg.md"
 } > BENCHMARKS.md
