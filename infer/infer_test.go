@@ -334,3 +334,69 @@ func TestBusyHostsFailOverAndReportLoad(t *testing.T) {
 	}
 	t.Logf("16 concurrent queries on one slot: %d answered, %d busy", ok, busy)
 }
+
+// The host keeps at most max_loaded models in memory and still answers for
+// every model; a half-sent request does not take the query slot; Close
+// resets it and returns without waiting for its read deadline.
+func TestCacheBoundAndClose(t *testing.T) {
+	weights, test, _ := infer.TrainedModel(t)
+	nodes := nodetest.Start(t, 2, nodetest.WithConfig(func(i int, c *node.Config) {
+		c.Services = map[string]map[string]any{"infer": {"max_loaded": int64(2), "max_in_flight": int64(1), "queue": int64(0)}}
+	}))
+	h, client := nodes[0], nodes[1]
+	var slots []string
+	for _, name := range []string{"m1", "m2", "m3"} {
+		slots = append(slots, host(t, h, name, 0.9, weights))
+	}
+	ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
+	defer cancel()
+	in := pngDigit(t, test.X[:784])
+	for round := 0; round < 2; round++ {
+		for _, slot := range slots {
+			res, err := client.Infer().Ask(ctx, h.ID(), slot, "", in)
+			if err != nil || res.Model != slot || res.Class != int(test.Y[0]) {
+				t.Fatalf("ask model %s: %v %+v", slot, err, res)
+			}
+			if n := h.Infer().Stats().Loaded; n > 2 {
+				t.Fatalf("%d models loaded, the limit is 2", n)
+			}
+		}
+	}
+
+	st, err := client.Host().NewStream(ctx, h.ID(), infer.ProtocolID)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if _, err := st.Write([]byte{0x80, 0x10, 0xa1}); err != nil { // announces 2048 bytes, sends 1
+		t.Fatal(err)
+	}
+	nodetest.Eventually(t, 5*time.Second, "the half-sent query open on the host", func() bool {
+		for _, c := range h.Host().Network().ConnsToPeer(client.ID()) {
+			for _, s := range c.GetStreams() {
+				if s.Protocol() == infer.ProtocolID {
+					return true
+				}
+			}
+		}
+		return false
+	})
+	// A peer trickling its request holds a stream, not a query slot: the
+	// host's only slot still answers others.
+	if _, err := client.Infer().Ask(ctx, h.ID(), slots[0], "", in); err != nil {
+		t.Fatalf("query while a request trickles in: %v", err)
+	}
+	t0 := time.Now()
+	if err := h.Infer().Close(); err != nil {
+		t.Fatal(err)
+	}
+	if d := time.Since(t0); d > 3*time.Second {
+		t.Fatalf("Close took %v with a query stream open; it must not wait for the read deadline", d)
+	}
+	_ = st.SetReadDeadline(time.Now().Add(5 * time.Second))
+	if _, err := st.Read(make([]byte, 1)); err == nil {
+		t.Fatal("the half-sent query got an answer after Close, want a reset")
+	}
+	if _, err := client.Infer().Ask(ctx, h.ID(), slots[0], "", in); err == nil {
+		t.Fatal("a closed service answered")
+	}
+}
