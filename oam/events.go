@@ -18,8 +18,9 @@ type Event struct {
 }
 
 // Events is a fan-out bus. Publish never blocks: a subscriber that falls more
-// than its buffer behind loses events (and is told so by a "dropped" event),
-// because a slow dashboard must not stall the node.
+// than its buffer behind loses events, because a slow dashboard must not
+// stall the node. Once it has room again it first gets a "dropped" event
+// whose data is {"count": n}, so it knows to re-read whatever it shows.
 type Events struct {
 	mu     sync.Mutex
 	subs   map[*sub]struct{}
@@ -42,6 +43,15 @@ func (e *Events) Publish(ev Event) {
 	e.mu.Lock()
 	defer e.mu.Unlock()
 	for s := range e.subs {
+		if s.dropped > 0 {
+			select {
+			case s.ch <- Event{Type: "dropped", Time: ev.Time, Data: map[string]int{"count": s.dropped}}:
+				s.dropped = 0
+			default:
+				s.dropped++
+				continue
+			}
+		}
 		select {
 		case s.ch <- ev:
 		default:

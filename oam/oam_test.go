@@ -81,6 +81,17 @@ func TestEventsSlowSubscriberDoesNotBlock(t *testing.T) {
 	if got := len(slow); got != cap(slow) {
 		t.Fatalf("slow subscriber holds %d events, want its buffer full (%d)", got, cap(slow))
 	}
+	// Once it reads, it is told how many it missed before the next event.
+	for range cap(slow) {
+		<-slow
+	}
+	e.Publish(Event{Type: "y"})
+	if ev := <-slow; ev.Type != "dropped" || ev.Data.(map[string]int)["count"] != 1000-cap(slow) {
+		t.Fatalf("after the gap: %+v, want a dropped event counting %d", ev, 1000-cap(slow))
+	}
+	if ev := <-slow; ev.Type != "y" {
+		t.Fatalf("after the dropped event: %+v", ev)
+	}
 	cancel()
 	if n := <-done; n == 0 {
 		t.Fatal("fast subscriber got nothing")
