@@ -89,6 +89,8 @@ func (n *Node) registerCoreAPI() {
 	// The dashboard's files hold no data; the page calls the routes above
 	// with the token it was given (see `daitn dashboard`).
 	n.api.HandlePublic("GET "+dashboard.Path, dashboard.Handler())
+	// Someone who types the API address into a browser finds the page.
+	n.api.HandlePublic("GET /{$}", http.RedirectHandler(dashboard.Path, http.StatusFound))
 }
 
 // IDInfo describes this node.

@@ -49,6 +49,16 @@ func TestDashboardServedWithoutToken(t *testing.T) {
 	if resp.StatusCode != 200 || !strings.HasPrefix(resp.Header.Get("Content-Type"), "text/javascript") {
 		t.Fatalf("GET /ui/app.js without token: %d %q, want 200 text/javascript", resp.StatusCode, resp.Header.Get("Content-Type"))
 	}
+	// The bare address leads to the page.
+	noFollow := &http.Client{CheckRedirect: func(*http.Request, []*http.Request) error { return http.ErrUseLastResponse }}
+	resp, err := noFollow.Get("http://" + nd.APIAddr() + "/")
+	if err != nil {
+		t.Fatal(err)
+	}
+	resp.Body.Close()
+	if resp.StatusCode != http.StatusFound || resp.Header.Get("Location") != "/ui/" {
+		t.Fatalf("GET / without token: %d to %q, want 302 to /ui/", resp.StatusCode, resp.Header.Get("Location"))
+	}
 	// The data stays behind the token.
 	for _, p := range []string{"/v1/status", "/v1/events", "/metrics"} {
 		resp = apiGet(t, ctx, nd.APIAddr(), p, "")
