@@ -75,14 +75,19 @@ func TrainedModel(t testing.TB) (model []byte, test *dataset.Set, acc float64) {
 // HoldSlots takes n query slots of s, as n long queries would, until the
 // returned function is called: the deterministic way to make a host busy.
 func (s *Service) HoldSlots(n int) (release func()) {
+	full := int64(s.cfg.concurrent)
 	for i := 0; i < n; i++ {
 		s.slots <- struct{}{}
-		s.inflight.Add(1)
+		if s.inflight.Add(1) == full {
+			s.loadChanged()
+		}
 	}
 	return func() {
 		for i := 0; i < n; i++ {
 			<-s.slots
-			s.inflight.Add(-1)
+			if s.inflight.Add(-1) == full-1 {
+				s.loadChanged()
+			}
 		}
 	}
 }

@@ -113,8 +113,9 @@ func WithFailover(attempts int, perAttempt time.Duration) Option {
 }
 
 // WithLoadChanged is called (from the query path; it must not block) when
-// the number of queries in flight or queued changes, so the node can
-// beacon its new load soon.
+// the host's load changes in a way other clients should hear of soon: all
+// query slots taken or one free again, a queue forming or emptied. The node
+// beacons its new load then.
 func WithLoadChanged(f func()) Option {
 	return func(c *config) error { c.loadChanged = f; return nil }
 }
@@ -231,34 +232,47 @@ func (s *Service) loadChanged() {
 }
 
 // admit takes a query slot, waiting in the bounded queue for at most the
-// queue wait; false means busy.
+// queue wait; false means busy. The load hook fires only on the changes
+// other clients act on — all slots taken or one free again, a queue
+// forming or gone — so a steadily loaded host does not beacon on every
+// query.
 func (s *Service) admit(ctx context.Context) (release func(), ok bool) {
+	full := int64(s.cfg.concurrent)
+	take := func() {
+		if s.inflight.Add(1) == full {
+			s.loadChanged()
+		}
+	}
 	release = func() {
 		<-s.slots
-		s.inflight.Add(-1)
-		s.loadChanged()
+		if s.inflight.Add(-1) == full-1 {
+			s.loadChanged()
+		}
 	}
 	select {
 	case s.slots <- struct{}{}:
-		s.inflight.Add(1)
-		s.loadChanged()
+		take()
 		return release, true
 	default:
 	}
-	if s.queued.Add(1) > int64(s.cfg.queue) {
+	q := s.queued.Add(1)
+	if q > int64(s.cfg.queue) {
 		s.queued.Add(-1)
 		return nil, false
 	}
-	s.loadChanged()
-	defer func() {
-		s.queued.Add(-1)
+	if q == 1 {
 		s.loadChanged()
+	}
+	defer func() {
+		if s.queued.Add(-1) == 0 {
+			s.loadChanged()
+		}
 	}()
 	t := time.NewTimer(s.cfg.queueWait)
 	defer t.Stop()
 	select {
 	case s.slots <- struct{}{}:
-		s.inflight.Add(1)
+		take()
 		return release, true
 	case <-t.C:
 	case <-ctx.Done():
