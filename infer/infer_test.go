@@ -19,6 +19,7 @@ import (
 	"github.com/daitn/daitn/learn"
 	"github.com/daitn/daitn/node"
 	"github.com/daitn/daitn/node/nodetest"
+	"github.com/daitn/daitn/oam"
 	"github.com/daitn/daitn/routing"
 )
 
@@ -251,13 +252,43 @@ func TestBadInputAndMissingWeights(t *testing.T) {
 		t.Errorf("garbage frame: %+v", resp)
 	}
 
+	// The same through the control API, with the HTTP status a program
+	// acts on.
+	api, err := oam.Dial(client.DataDir())
+	if err != nil {
+		t.Fatal(err)
+	}
+	for _, tc := range []struct {
+		name   string
+		req    node.InferRequest
+		status int
+		want   string
+	}{
+		{"unknown skill", node.InferRequest{Skill: "translate-klingon", Input: pngDigit(t, test.X[:784])}, 422, "translate-klingon"},
+		{"wrong image size", node.InferRequest{Skill: skill, MinAccuracy: 0.8, Input: big.Bytes()}, 400, "want 28x28"},
+		{"neither skill nor model", node.InferRequest{Input: big.Bytes()}, 400, "give skill"},
+		{"bad latency", node.InferRequest{Skill: skill, MaxLatency: "soon", Input: big.Bytes()}, 400, "max_latency"},
+		{"body over the limit", node.InferRequest{Skill: skill, Input: make([]byte, 3*infer.MaxInputBytes/2)}, 400, "at most 1048576"},
+	} {
+		err := api.Call(ctx, "POST", "/v1/infer", tc.req, nil)
+		var ae *oam.APIError
+		if !errors.As(err, &ae) || ae.Status != tc.status || !strings.Contains(ae.Message, tc.want) {
+			t.Errorf("API %s: %v, want %d naming %q", tc.name, err, tc.status, tc.want)
+		}
+	}
+
 	// The host is still serving.
 	res, err := client.Infer().Query(ctx, routing.QuerySpec{Skill: skill, MinAccuracy: 0.8}, pngDigit(t, test.X[:784]))
 	if err != nil || res.Class != int(test.Y[0]) {
 		t.Fatalf("query after the bad ones: %v, %+v", err, res)
 	}
-	if st := h.Infer().Stats(); st.BadInput < 4 || st.Unavailable != 1 || st.Served != 1 {
-		t.Fatalf("host stats %+v, want >= 4 bad inputs, 1 unavailable, 1 served", st)
+	var viaAPI node.InferResponse
+	if err := api.Call(ctx, "POST", "/v1/infer", node.InferRequest{Skill: skill, Input: pngDigit(t, test.X[:784])}, &viaAPI); err != nil ||
+		viaAPI.Class != int(test.Y[0]) || viaAPI.Host != h.ID() {
+		t.Fatalf("query through the API: %v, %+v", err, viaAPI)
+	}
+	if st := h.Infer().Stats(); st.BadInput < 5 || st.Unavailable != 1 || st.Served != 2 {
+		t.Fatalf("host stats %+v, want >= 5 bad inputs, 1 unavailable, 2 served", st)
 	}
 }
 
