@@ -65,13 +65,18 @@ func (s *Service) handleStream(st network.Stream) {
 		_ = st.Reset()
 		return
 	}
-	if err := st.Scope().ReserveMemory(n, network.ReservationPriorityMedium); err != nil {
+	// The frame and the decoded request holding a copy of the input.
+	reserve := 2 * n
+	if err := st.Scope().ReserveMemory(reserve, network.ReservationPriorityMedium); err != nil {
 		s.counters.busy.Add(1)
-		s.reply(st, &Response{Status: StatusBusy, Error: "host has no memory left for queries now"})
+		if s.reply(st, &Response{Status: StatusBusy, Error: "host busy: no memory left for queries now"}) {
+			s.drainAndClose(st, br)
+			return
+		}
 		_ = st.Reset()
 		return
 	}
-	defer st.Scope().ReleaseMemory(n)
+	defer st.Scope().ReleaseMemory(reserve)
 	body := make([]byte, n)
 	if _, err := io.ReadFull(br, body); err != nil {
 		_ = st.Reset()
