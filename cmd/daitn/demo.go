@@ -33,7 +33,8 @@ client. The client submits a job (the 2NN of the FedAvg paper, target --target
 test accuracy): every round the model goes to the data nodes, trains there, the
 updates come back and are averaged, and the MPVU evaluates the new model and
 signs the accuracy. The data never leaves its node. It stops when the target is
-reached (or after --rounds rounds).`,
+reached (or after --rounds rounds). Then the client's node serves the trained
+model and the MPVU asks it, over /daitn/infer, to classify MNIST test digits.`,
 		Args: cobra.NoArgs,
 		RunE: runDemo,
 	}
@@ -48,6 +49,8 @@ reached (or after --rounds rounds).`,
 	f.Float64("lr", 0.1, "learning rate")
 	f.String("dir", "", "keep the nodes' data directories here (default a temporary directory, removed at exit)")
 	f.Bool("verbose", false, "show the nodes' logs")
+	f.Int("samples", 0, "use only the first N training digits (default all 60,000)")
+	f.Int("infer", 500, "test digits to classify with the trained model at the end (0: skip)")
 	return c
 }
 
@@ -68,8 +71,16 @@ func runDemo(cmd *cobra.Command, _ []string) error {
 	lr, _ := f.GetFloat64("lr")
 	dir, _ := f.GetString("dir")
 	verbose, _ := f.GetBool("verbose")
+	samples, _ := f.GetInt("samples")
+	inferN, _ := f.GetInt("infer")
 	if nData < 1 || nData > 100 {
 		return fmt.Errorf("--nodes %d: want 1..100", nData)
+	}
+	if samples < 0 || samples > 0 && samples < 10*nData {
+		return fmt.Errorf("--samples %d: want 0 (all) or at least 10 per data node", samples)
+	}
+	if inferN < 0 || inferN > 10000 {
+		return fmt.Errorf("--infer %d: want 0..10000", inferN)
 	}
 	if clients == 0 {
 		clients = nData
@@ -111,6 +122,10 @@ func runDemo(cmd *cobra.Command, _ []string) error {
 		d, err := dataset.MNISTDir()
 		if err != nil {
 			mnistErr = err
+			return
+		}
+		if samples > 0 {
+			mnist, mnistErr = dataset.ReadSetHead(d, dataset.TrainPrefix, samples)
 			return
 		}
 		mnist, mnistErr = dataset.ReadSet(d, dataset.TrainPrefix, 0)
@@ -232,7 +247,10 @@ func runDemo(cmd *cobra.Command, _ []string) error {
 				fmt.Fprintf(w, "job %s %s after %d rounds in %s: %s\n", j.ID, j.State, j.Round, time.Since(start).Round(time.Second), j.Reason)
 				if j.Accuracy >= target {
 					fmt.Fprintf(w, "test accuracy %.2f%%, signed by MPVU %s; global model %s\n", 100*j.Accuracy, j.Admission.MPVU, j.Model)
-					return nil
+					if inferN == 0 {
+						return nil
+					}
+					return demoInfer(ctx, w, log, nodes[0], client, j, inferN)
 				}
 				return &exitError{code: 2, err: fmt.Errorf("target %.4f not reached: %.4f", target, j.Accuracy)}
 			}
