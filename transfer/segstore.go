@@ -370,9 +370,9 @@ func (s *blockStore) put(c cid.Cid, data []byte, verify bool) error {
 		return nil
 	}
 	s.mu.Lock()
-	if s.writing[c] {
+	if _, done := s.pending[c]; done || s.writing[c] {
 		s.mu.Unlock()
-		return nil // another goroutine is storing the same bytes
+		return nil // another goroutine stored or is storing the same bytes
 	}
 	s.writing[c] = true
 	s.mu.Unlock()
