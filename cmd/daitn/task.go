@@ -131,45 +131,32 @@ func shortPeer(p string) string {
 }
 
 func taskShowCmd() *cobra.Command {
-	return &cobra.Command{
-		Use:   "show ID",
-		Short: "Show a posted task: state, holder, bids, history, result",
-		Args:  cobra.ExactArgs(1),
-		RunE: func(cmd *cobra.Command, args []string) error {
-			var s taskpool.Status
-			if err := callNode(cmd, http.MethodGet, "/v1/tasks/"+url.PathEscape(args[0]), nil, &s); err != nil {
-				return err
+	return showCmd("show ID", "Show a posted task: state, holder, bids, history, result", "/v1/tasks/", func(w io.Writer, s taskpool.Status) error {
+		fmt.Fprintf(w, "id:       %s\npool:     %s\nkind:     %s\nskill:    %s\npolicy:   %s\ntier:     %s\nstate:    %s\n",
+			s.Task.ID, s.Task.Pool, s.Task.Kind, s.Task.Skill, s.Task.Policy, s.Task.Tier, s.State)
+		if s.Holder != "" {
+			fmt.Fprintf(w, "holder:   %s (epoch %d)\n", s.Holder, s.Epoch)
+		}
+		fmt.Fprintf(w, "deadline: %s\n", time.UnixMilli(s.Task.Deadline).Format(time.RFC3339))
+		if s.Reason != "" {
+			fmt.Fprintf(w, "reason:   %s\n", s.Reason)
+		}
+		if len(s.Bids) > 0 {
+			tw := newTable(w)
+			fmt.Fprintln(tw, "BIDDER\tPRICE\tEXPECTED\tLOAD")
+			for _, b := range s.Bids {
+				fmt.Fprintf(tw, "%s\t%g\t%v\t%.2f\n", b.Bidder, b.Price, time.Duration(b.ExpectedMs)*time.Millisecond, b.Load)
 			}
-			if jsonOutput(cmd) {
-				return printJSON(cmd, s)
-			}
-			w := cmd.OutOrStdout()
-			fmt.Fprintf(w, "id:       %s\npool:     %s\nkind:     %s\nskill:    %s\npolicy:   %s\ntier:     %s\nstate:    %s\n",
-				s.Task.ID, s.Task.Pool, s.Task.Kind, s.Task.Skill, s.Task.Policy, s.Task.Tier, s.State)
-			if s.Holder != "" {
-				fmt.Fprintf(w, "holder:   %s (epoch %d)\n", s.Holder, s.Epoch)
-			}
-			fmt.Fprintf(w, "deadline: %s\n", time.UnixMilli(s.Task.Deadline).Format(time.RFC3339))
-			if s.Reason != "" {
-				fmt.Fprintf(w, "reason:   %s\n", s.Reason)
-			}
-			if len(s.Bids) > 0 {
-				tw := newTable(w)
-				fmt.Fprintln(tw, "BIDDER\tPRICE\tEXPECTED\tLOAD")
-				for _, b := range s.Bids {
-					fmt.Fprintf(tw, "%s\t%g\t%v\t%.2f\n", b.Bidder, b.Price, time.Duration(b.ExpectedMs)*time.Millisecond, b.Load)
-				}
-				tw.Flush()
-			}
-			for _, a := range s.History {
-				fmt.Fprintf(w, "attempt:  epoch %d by %s: %s\n", a.Epoch, a.Agent, a.Outcome)
-			}
-			if s.Result != nil {
-				fmt.Fprintf(w, "result:   ok=%v, %d bytes (daitn task result %s -o FILE)\n", s.Result.OK, len(s.Result.Output), s.Task.ID)
-			}
-			return nil
-		},
-	}
+			tw.Flush()
+		}
+		for _, a := range s.History {
+			fmt.Fprintf(w, "attempt:  epoch %d by %s: %s\n", a.Epoch, a.Agent, a.Outcome)
+		}
+		if s.Result != nil {
+			fmt.Fprintf(w, "result:   ok=%v, %d bytes (daitn task result %s -o FILE)\n", s.Result.OK, len(s.Result.Output), s.Task.ID)
+		}
+		return nil
+	})
 }
 
 func taskWatchCmd() *cobra.Command {

@@ -100,31 +100,18 @@ func trainAcc(a float64) string {
 }
 
 func trainShowCmd() *cobra.Command {
-	return &cobra.Command{
-		Use:   "show ID",
-		Short: "Show a job with its rounds",
-		Args:  cobra.ExactArgs(1),
-		RunE: func(cmd *cobra.Command, args []string) error {
-			var j train.Job
-			if err := callNode(cmd, http.MethodGet, "/v1/train/jobs/"+url.PathEscape(args[0]), nil, &j); err != nil {
-				return err
-			}
-			if jsonOutput(cmd) {
-				return printJSON(cmd, j)
-			}
-			w := cmd.OutOrStdout()
-			fmt.Fprintf(w, "job %s  %s  %s\n", j.ID, j.State, j.Reason)
-			fmt.Fprintf(w, "model %s  target %.4f  mpvu %s\n", j.Spec.Model.Arch, j.Spec.Target.Accuracy, j.Admission.MPVU)
-			fmt.Fprintf(w, "settings clients=%d epochs=%d batch=%d lr=%g\n", j.Settings.Clients, j.Settings.Epochs, j.Settings.Batch, j.Settings.LR)
-			for p, why := range j.Excluded {
-				fmt.Fprintf(w, "excluded %s: %s\n", p, why)
-			}
-			for _, r := range j.History {
-				fmt.Fprintln(w, trainRoundLine(&r))
-			}
-			return nil
-		},
-	}
+	return showCmd("show ID", "Show a job with its rounds", "/v1/train/jobs/", func(w io.Writer, j train.Job) error {
+		fmt.Fprintf(w, "job %s  %s  %s\n", j.ID, j.State, j.Reason)
+		fmt.Fprintf(w, "model %s  target %.4f  mpvu %s\n", j.Spec.Model.Arch, j.Spec.Target.Accuracy, j.Admission.MPVU)
+		fmt.Fprintf(w, "settings clients=%d epochs=%d batch=%d lr=%g\n", j.Settings.Clients, j.Settings.Epochs, j.Settings.Batch, j.Settings.LR)
+		for p, why := range j.Excluded {
+			fmt.Fprintf(w, "excluded %s: %s\n", p, why)
+		}
+		for _, r := range j.History {
+			fmt.Fprintln(w, trainRoundLine(&r))
+		}
+		return nil
+	})
 }
 
 func trainPeer(p string) string {

@@ -6,6 +6,7 @@ import (
 	"fmt"
 	"io"
 	"net/http"
+	"net/url"
 	"os"
 	"path/filepath"
 	"text/tabwriter"
@@ -98,6 +99,26 @@ func listCmd[T any](use, short, route, header string, row func(T) string) *cobra
 				fmt.Fprintln(tw, row(it))
 			}
 			return tw.Flush()
+		},
+	}
+}
+
+// showCmd is a command that GETs route+ID for its one argument and prints
+// the answer as JSON (--json) or with show.
+func showCmd[T any](use, short, route string, show func(w io.Writer, v T) error) *cobra.Command {
+	return &cobra.Command{
+		Use:   use,
+		Short: short,
+		Args:  cobra.ExactArgs(1),
+		RunE: func(cmd *cobra.Command, args []string) error {
+			var v T
+			if err := callNode(cmd, http.MethodGet, route+url.PathEscape(args[0]), nil, &v); err != nil {
+				return err
+			}
+			if jsonOutput(cmd) {
+				return printJSON(cmd, v)
+			}
+			return show(cmd.OutOrStdout(), v)
 		},
 	}
 }
