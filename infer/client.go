@@ -36,6 +36,8 @@ type Result struct {
 	HostTime time.Duration `json:"host_ns"`
 	Took     time.Duration `json:"took_ns"`
 	Tried    []Attempt     `json:"tried"`
+	// Task is the task id when the query went through a task pool.
+	Task string `json:"task,omitempty"`
 }
 
 // Attempt is one host asked, in order.

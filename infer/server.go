@@ -126,8 +126,13 @@ func (s *Service) reply(st network.Stream, r *Response) bool {
 // serve runs one query for remote (or this node) and never panics on what
 // the request holds: every problem becomes a status with a reason.
 func (s *Service) serve(ctx context.Context, remote peer.ID, req *Request) *Response {
+	return s.serveWith(ctx, remote, req, s.admit)
+}
+
+// serveWith is serve with admit as the way to a query slot.
+func (s *Service) serveWith(ctx context.Context, remote peer.ID, req *Request, admit func(context.Context) (func(), bool)) *Response {
 	t0 := time.Now()
-	resp := s.serveQuery(ctx, req)
+	resp := s.serveQuery(ctx, req, admit)
 	resp.HostMicros = time.Since(t0).Microseconds()
 	c := &s.counters
 	switch resp.Status {
@@ -150,13 +155,13 @@ func (s *Service) serve(ctx context.Context, remote peer.ID, req *Request) *Resp
 	return resp
 }
 
-func (s *Service) serveQuery(ctx context.Context, req *Request) *Response {
+func (s *Service) serveQuery(ctx context.Context, req *Request, admit func(context.Context) (func(), bool)) *Response {
 	fail := func(st Status, err error) *Response { return &Response{Status: st, Error: clip(err.Error())} }
 	sd, err := s.models.resolve(req)
 	if err != nil {
 		return fail(StatusUnknownModel, err)
 	}
-	release, ok := s.admit(ctx)
+	release, ok := admit(ctx)
 	if !ok {
 		if ctx.Err() != nil {
 			return fail(StatusError, ErrClosed)

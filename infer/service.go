@@ -14,6 +14,7 @@ import (
 	"github.com/libp2p/go-libp2p/core/network"
 
 	"github.com/daitn/daitn/overlay"
+	"github.com/daitn/daitn/taskpool"
 )
 
 // ErrClosed is returned by calls on a closed Service.
@@ -31,6 +32,8 @@ type config struct {
 	attempts       int
 	attemptTimeout time.Duration
 	loadChanged    func()
+	taskpool       func() *taskpool.Service
+	servePool      string
 }
 
 // Option configures New.
@@ -189,11 +192,16 @@ func New(ctx context.Context, h host.Host, cat Catalog, st Store, opts ...Option
 	}
 	s.ctx, s.cancel = context.WithCancel(context.WithoutCancel(ctx))
 	h.SetStreamHandler(ProtocolID, s.handleStream)
+	if cfg.taskpool != nil && cfg.servePool != "" {
+		s.wg.Add(1)
+		go s.poolLoop()
+	}
 	return s, nil
 }
 
 // Close stops serving: the protocol handler goes, open query streams are
-// reset, and Close returns when every handler has returned. Idempotent.
+// reset, the pool agents stop (a task they were running goes back to its
+// pool), and Close returns when every handler has returned. Idempotent.
 func (s *Service) Close() error {
 	s.closeOnce.Do(func() {
 		s.h.RemoveStreamHandler(ProtocolID)
@@ -237,22 +245,10 @@ func (s *Service) loadChanged() {
 // forming or gone — so a steadily loaded host does not beacon on every
 // query.
 func (s *Service) admit(ctx context.Context) (release func(), ok bool) {
-	full := int64(s.cfg.concurrent)
-	take := func() {
-		if s.inflight.Add(1) == full {
-			s.loadChanged()
-		}
-	}
-	release = func() {
-		<-s.slots
-		if s.inflight.Add(-1) == full-1 {
-			s.loadChanged()
-		}
-	}
 	select {
 	case s.slots <- struct{}{}:
-		take()
-		return release, true
+		s.take()
+		return s.release, true
 	default:
 	}
 	q := s.queued.Add(1)
@@ -272,10 +268,24 @@ func (s *Service) admit(ctx context.Context) (release func(), ok bool) {
 	defer t.Stop()
 	select {
 	case s.slots <- struct{}{}:
-		take()
-		return release, true
+		s.take()
+		return s.release, true
 	case <-t.C:
 	case <-ctx.Done():
 	}
 	return nil, false
+}
+
+// take counts a slot just taken; release gives it back.
+func (s *Service) take() {
+	if s.inflight.Add(1) == int64(s.cfg.concurrent) {
+		s.loadChanged()
+	}
+}
+
+func (s *Service) release() {
+	<-s.slots
+	if s.inflight.Add(-1) == int64(s.cfg.concurrent)-1 {
+		s.loadChanged()
+	}
 }

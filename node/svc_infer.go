@@ -14,13 +14,16 @@ import (
 	"github.com/daitn/daitn/infer"
 	"github.com/daitn/daitn/oam"
 	"github.com/daitn/daitn/routing"
+	"github.com/daitn/daitn/taskpool"
 )
 
 // startInfer serves /daitn/infer/1.0.0 for this node's own models (weights
 // from the transfer store) and answers POST /v1/infer by asking the best
 // reachable host. Settings come from [services.infer] in config.toml:
 // max_in_flight (default: the number of CPUs), queue (default: as many),
-// queue_wait ("1s"), max_loaded (8 models in memory). It needs the
+// queue_wait ("1s"), max_loaded (8 models in memory), pool ("infer": the
+// task pool whose inference tasks this node's models bid on, one agent per
+// skill; "" bids on none). It needs the
 // descriptors and transfer services; the live map, when it runs, is what
 // queries by skill are planned on.
 func (n *Node) startInfer(ctx context.Context) error {
@@ -70,6 +73,16 @@ func (n *Node) startInfer(ctx context.Context) error {
 		}
 		opts = append(opts, infer.WithQueueWait(d))
 	}
+	pool := infer.DefaultPool
+	if v, ok := set["pool"]; ok {
+		p, isStr := v.(string)
+		if !isStr {
+			return fmt.Errorf("config services.infer.pool=%v: want a pool name like \"infer\", or \"\" for none", v)
+		}
+		pool = p
+	}
+	// The task pool service starts after this one: it is looked up on use.
+	opts = append(opts, infer.WithTaskPool(n.Taskpool, pool))
 	svc, err := infer.New(ctx, n.Host(), desc, xfer, opts...)
 	if err != nil {
 		return err
@@ -117,6 +130,22 @@ type InferRequest struct {
 	Model       string  `json:"model,omitempty"`
 	Host        string  `json:"host,omitempty"` // with model or skill: ask this peer only
 	Input       []byte  `json:"input"`
+	// Pool posts the query (by skill) to this task pool instead: the
+	// hosts' agents bid and the answer is kept until read, even if this
+	// node goes offline meanwhile. Policy (best, first or approve) and
+	// Deadline (a duration) shape the task; Detach answers 202 with the
+	// task id at once, to be read from GET /v1/infer/tasks/{id}.
+	Pool     string `json:"pool,omitempty"`
+	Policy   string `json:"policy,omitempty"`
+	Deadline string `json:"deadline,omitempty"`
+	Detach   bool   `json:"detach,omitempty"`
+}
+
+// InferPending is the answer (202) of a detached pool query, or of
+// GET /v1/infer/tasks/{id} while the task has no result yet.
+type InferPending struct {
+	Task  string `json:"task"`
+	State string `json:"state,omitempty"`
 }
 
 // InferResponse is the answer of POST /v1/infer.
@@ -139,6 +168,10 @@ func inferStatus(err error) int {
 	case errors.Is(err, infer.ErrNoModel):
 		return http.StatusUnprocessableEntity
 	case errors.Is(err, infer.ErrBusy):
+		return http.StatusServiceUnavailable
+	case errors.Is(err, taskpool.ErrNotFound):
+		return http.StatusNotFound
+	case errors.Is(err, infer.ErrNoPool):
 		return http.StatusServiceUnavailable
 	case errors.Is(err, context.DeadlineExceeded):
 		return http.StatusGatewayTimeout
@@ -166,6 +199,10 @@ func registerInferAPI(n *Node, svc *infer.Service) {
 			res *infer.Result
 			err error
 		)
+		if req.Pool != "" {
+			inferViaPool(n, svc, w, r, req)
+			return
+		}
 		switch {
 		case req.Host != "":
 			var p peer.ID
@@ -200,9 +237,79 @@ func registerInferAPI(n *Node, svc *infer.Service) {
 			"skill": req.Skill, "model": res.Model, "host": res.Host, "class": res.Class, "took_ns": res.Took, "attempts": len(res.Tried)}})
 		oam.WriteJSON(w, http.StatusOK, res)
 	})
+	// A pool query's answer: ?wait=DURATION waits that long for it (at
+	// most 10m); 202 with the task's state while it has none.
+	n.API().Handle("GET /v1/infer/tasks/{id}", func(w http.ResponseWriter, r *http.Request) {
+		ctx, cancel := context.WithCancel(r.Context())
+		if v := r.URL.Query().Get("wait"); v != "" {
+			d, err := time.ParseDuration(v)
+			if err != nil || d < 0 || d > 10*time.Minute {
+				cancel()
+				oam.WriteError(w, http.StatusBadRequest, fmt.Errorf("wait=%q: want a duration from 0 to 10m", v))
+				return
+			}
+			ctx, cancel = context.WithTimeout(r.Context(), d)
+		} else {
+			cancel() // look only
+		}
+		defer cancel()
+		writePoolResult(n, w, r.PathValue("id"), "")(svc.PoolResult(ctx, r.PathValue("id")))
+	})
 	n.API().Handle("GET /v1/infer/stats", func(w http.ResponseWriter, r *http.Request) {
 		oam.WriteJSON(w, http.StatusOK, svc.Stats())
 	})
+}
+
+func inferViaPool(n *Node, svc *infer.Service, w http.ResponseWriter, r *http.Request, req InferRequest) {
+	if req.Skill == "" || req.Model != "" || req.Host != "" {
+		oam.WriteError(w, http.StatusBadRequest, errors.New("with pool, give skill (the agents that bid choose the model and host)"))
+		return
+	}
+	spec := infer.PoolSpec{Pool: req.Pool, Skill: req.Skill, MaxPrice: req.MaxPrice}
+	var err error
+	if spec.Policy, err = taskpool.ParsePolicy(req.Policy); err != nil {
+		oam.WriteError(w, http.StatusBadRequest, err)
+		return
+	}
+	if req.Policy == "" {
+		spec.Policy = "" // the service's default (best)
+	}
+	if req.Deadline != "" {
+		if spec.Deadline, err = time.ParseDuration(req.Deadline); err != nil || spec.Deadline <= 0 {
+			oam.WriteError(w, http.StatusBadRequest, fmt.Errorf("deadline=%q: want a positive duration like 5m", req.Deadline))
+			return
+		}
+	}
+	id, err := svc.PostQuery(r.Context(), spec, req.Input)
+	if err != nil {
+		oam.WriteJSON(w, inferStatus(err), InferError{Error: err.Error()})
+		return
+	}
+	if req.Detach {
+		oam.WriteJSON(w, http.StatusAccepted, InferPending{Task: id, State: string(taskpool.StateOpen)})
+		return
+	}
+	writePoolResult(n, w, id, req.Skill)(svc.PoolResult(r.Context(), id))
+}
+
+// writePoolResult answers with a pool query's result, its pending state
+// (202) or why it failed.
+func writePoolResult(n *Node, w http.ResponseWriter, id, skill string) func(*infer.Result, error) {
+	return func(res *infer.Result, err error) {
+		var pe *infer.PendingError
+		switch {
+		case errors.As(err, &pe):
+			oam.WriteJSON(w, http.StatusAccepted, InferPending{Task: id, State: string(pe.State)})
+		case err != nil:
+			out := InferError{Error: err.Error()}
+			n.Events().Publish(oam.Event{Type: "infer.failed", Data: out})
+			oam.WriteJSON(w, inferStatus(err), out)
+		default:
+			n.Events().Publish(oam.Event{Type: "infer.answered", Data: map[string]any{
+				"skill": skill, "model": res.Model, "host": res.Host, "class": res.Class, "took_ns": res.Took, "task": id}})
+			oam.WriteJSON(w, http.StatusOK, res)
+		}
+	}
 }
 
 func registerInferMetrics(reg *prometheus.Registry, svc *infer.Service) {
