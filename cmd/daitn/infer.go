@@ -1,8 +1,10 @@
 package main
 
 import (
+	"encoding/json"
 	"fmt"
 	"net/http"
+	"net/url"
 	"os"
 	"time"
 
@@ -16,7 +18,7 @@ func init() { rootCmd.AddCommand(inferCmd()) }
 
 func inferCmd() *cobra.Command {
 	c := &cobra.Command{
-		Use:   "infer --skill SKILL FILE | --model ID FILE",
+		Use:   "infer --skill SKILL [--pool POOL] FILE | --model ID FILE | --task ID",
 		Short: "Ask the best reachable model to classify an input",
 		Long: `Send FILE to the best reachable model offering --skill and print its answer:
 the class, the model's confidence, which model and host answered and how long it
@@ -31,11 +33,21 @@ queue, CPU load, accuracy, price) and asks the best; a host that is unreachable,
 busy, lacks the weights or times out is skipped for the next (at most 3).
 --model asks the host of that one model directly, without the planner.
 
+--pool POOL posts the query to a task pool instead (hosts bid on pool "infer"
+by default): the models' agents bid with their price and latency, the chosen
+host answers, and the answer waits for you — on the host while your node is
+offline, on your node until you read it. The task id is printed on stderr
+first; if you stop waiting (Ctrl-C), read the answer later with --task ID.
+FILE may be at most 64 KiB through a pool. --policy best (default) collects
+bids for 250ms and picks the best; first takes the first bid.
+
 Examples:
   daitn infer --skill classify-digits digit.png
   daitn infer --skill classify-digits --min-accuracy 0.95 --max-latency 200ms digit.png
-  daitn infer --model bafkrei... digit.png --json`,
-		Args: cobra.ExactArgs(1),
+  daitn infer --model bafkrei... digit.png --json
+  daitn infer --skill classify-digits --pool infer digit.png
+  daitn infer --task tabc...`,
+		Args: cobra.MaximumNArgs(1),
 		RunE: runInfer,
 	}
 	f := c.Flags()
@@ -46,6 +58,10 @@ Examples:
 	f.Bool("any-price", false, "accept any price")
 	f.String("model", "", "ask this model (descriptor slot or version id) instead of choosing by skill")
 	f.String("host", "", "ask only this peer (with --skill or --model)")
+	f.String("pool", "", "post the query to this task pool (hosts serve \"infer\") and let models bid")
+	f.String("policy", "", "with --pool: best (default; bids collected for 250ms) or first")
+	f.Duration("deadline", 0, "with --pool: how long the task may wait for a model (default 10m)")
+	f.String("task", "", "read the answer of an earlier --pool query by its task id")
 	return c
 }
 
@@ -61,23 +77,84 @@ func runInfer(cmd *cobra.Command, args []string) error {
 	if d, _ := f.GetDuration("max-latency"); d > 0 {
 		req.MaxLatency = d.String()
 	}
+	req.Pool, _ = f.GetString("pool")
+	req.Policy, _ = f.GetString("policy")
+	if d, _ := f.GetDuration("deadline"); d > 0 {
+		req.Deadline = d.String()
+	}
+	if task, _ := f.GetString("task"); task != "" {
+		if len(args) > 0 || req.Skill != "" || req.Model != "" || req.Pool != "" {
+			return fmt.Errorf("infer: --task reads an earlier answer; give it alone, without FILE, --skill, --model or --pool")
+		}
+		return waitPoolAnswer(cmd, task)
+	}
 	if req.Skill == "" && req.Model == "" {
 		return fmt.Errorf("infer: give --skill (e.g. classify-digits) or --model ID")
+	}
+	if len(args) != 1 {
+		return fmt.Errorf("infer: give the FILE to classify")
+	}
+	limit := int64(infer.MaxInputBytes)
+	if req.Pool != "" {
+		limit = infer.MaxPoolInputBytes
 	}
 	st, err := os.Stat(args[0])
 	if err != nil {
 		return fmt.Errorf("infer: %w", err)
 	}
-	if st.Size() > infer.MaxInputBytes {
-		return fmt.Errorf("infer: %s is %d bytes, an input may be at most %d", args[0], st.Size(), infer.MaxInputBytes)
+	if st.Size() > limit {
+		return fmt.Errorf("infer: %s is %d bytes, an input may be at most %d", args[0], st.Size(), limit)
 	}
 	if req.Input, err = os.ReadFile(args[0]); err != nil {
 		return fmt.Errorf("infer: %w", err)
+	}
+	if req.Pool != "" {
+		req.Detach = true
+		var p node.InferPending
+		if err := callNode(cmd, http.MethodPost, "/v1/infer", req, &p); err != nil {
+			return err
+		}
+		fmt.Fprintf(cmd.ErrOrStderr(), "task %s posted to pool %s; if you stop waiting, read the answer later with: daitn infer --task %s\n", p.Task, req.Pool, p.Task)
+		return waitPoolAnswer(cmd, p.Task)
 	}
 	var res node.InferResponse
 	if err := callNode(cmd, http.MethodPost, "/v1/infer", req, &res); err != nil {
 		return err
 	}
+	return printInferResult(cmd, res)
+}
+
+// waitPoolAnswer waits for a pool query's answer, a minute per request,
+// and prints it.
+func waitPoolAnswer(cmd *cobra.Command, task string) error {
+	c, err := apiFromCmd(cmd)
+	if err != nil {
+		return err
+	}
+	for {
+		resp, err := c.Do(cmd.Context(), http.MethodGet, "/v1/infer/tasks/"+url.PathEscape(task)+"?wait=1m", nil)
+		if err != nil {
+			return err
+		}
+		var res node.InferResponse
+		var p node.InferPending
+		var dst any = &res
+		if resp.StatusCode == http.StatusAccepted {
+			dst = &p
+		}
+		err = json.NewDecoder(resp.Body).Decode(dst)
+		resp.Body.Close()
+		if err != nil {
+			return fmt.Errorf("infer: decode answer for task %s: %w", task, err)
+		}
+		if resp.StatusCode == http.StatusAccepted {
+			continue
+		}
+		return printInferResult(cmd, res)
+	}
+}
+
+func printInferResult(cmd *cobra.Command, res node.InferResponse) error {
 	if jsonOutput(cmd) {
 		return printJSON(cmd, res)
 	}
@@ -87,6 +164,9 @@ func runInfer(cmd *cobra.Command, args []string) error {
 	fmt.Fprintf(w, "model       %s (%s)\n", res.Name, res.Model)
 	fmt.Fprintf(w, "host        %s\n", res.Host)
 	fmt.Fprintf(w, "latency     %s (host %s)\n", roundDur(res.Took), roundDur(res.HostTime))
+	if res.Task != "" {
+		fmt.Fprintf(w, "task        %s\n", res.Task)
+	}
 	if len(res.Tried) > 1 {
 		for _, a := range res.Tried[:len(res.Tried)-1] {
 			fmt.Fprintf(w, "skipped     %s: %s %s\n", a.Host, a.Status, a.Error)

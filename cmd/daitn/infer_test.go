@@ -138,4 +138,34 @@ func TestModelAddWeightsAndInfer(t *testing.T) {
 			t.Errorf("infer %v: code %d, stderr %q, want it to say %q", tc.args, code, e, tc.want)
 		}
 	}
+
+	// Through the task pool the host's agent bids: the task id comes
+	// first on stderr, then the answer. The pool topic's mesh may still
+	// be forming, so the first query may wait for the posting's republish.
+	out, e, code = run(t, "infer", "--data", c, "--skill", "classify-digits", "--pool", "infer", "--policy", "first", digitFile, "--json")
+	var viaPool node.InferResponse
+	if code != 0 || json.Unmarshal([]byte(out), &viaPool) != nil {
+		t.Fatalf("infer --pool: code %d, stderr %s, stdout %s", code, e, out)
+	}
+	if viaPool.Class != int(test.Y[0]) || viaPool.Host.String() != idA.PeerID || viaPool.Task == "" ||
+		!strings.Contains(e, "task "+viaPool.Task+" posted to pool infer") || !strings.Contains(e, "daitn infer --task "+viaPool.Task) {
+		t.Fatalf("infer --pool: %+v, stderr %q; want class %d from %s and the task id on stderr", viaPool, e, test.Y[0], idA.PeerID)
+	}
+	// A query posted earlier (here with the generic task command) is read
+	// by its id; once read it is gone.
+	id, e, code := run(t, "task", "post", "--data", c, "--pool", "infer", "--kind", "infer", "--skill", "classify-digits", "--input", digitFile)
+	id = strings.TrimSpace(id)
+	if code != 0 || id == "" {
+		t.Fatalf("task post: code %d, %s", code, e)
+	}
+	out, e, code = run(t, "infer", "--data", c, "--task", id)
+	if code != 0 || !strings.Contains(out, "class       "+string(rune('0'+test.Y[0]))) || !strings.Contains(out, "task        "+id) {
+		t.Fatalf("infer --task: code %d, stderr %s, stdout:\n%s", code, e, out)
+	}
+	if _, e, code := run(t, "infer", "--data", c, "--task", id); code == 0 || !strings.Contains(e, "not found") {
+		t.Fatalf("infer --task a second time: code %d, %s; want not found", code, e)
+	}
+	if _, e, code := run(t, "infer", "--data", c, "--task", id, digitFile); code == 0 || !strings.Contains(e, "give it alone") {
+		t.Fatalf("infer --task with a file: code %d, %s", code, e)
+	}
 }
