@@ -196,3 +196,42 @@ func TestPoolBadInputFailsTask(t *testing.T) {
 		t.Fatalf("host stats %+v, want >= 2 bad inputs and >= 2 served", st)
 	}
 }
+
+// With `pool = ""` a host bids on no pool: a pool query for its skill
+// expires unanswered while direct queries still reach it; a pool setting
+// that is not a string is refused at start with the field named.
+func TestPoolOffServesNone(t *testing.T) {
+	weights, test, _ := infer.TrainedModel(t)
+	nodes := nodetest.Start(t, 2, nodetest.WithConfig(func(i int, c *node.Config) {
+		c.Services = map[string]map[string]any{"overlay": {"interval": "2s"}, "infer": {"pool": ""}}
+	}))
+	h, client := nodes[0], nodes[1]
+	host(t, h, "digits-2nn", 0.9, weights)
+	waitEligible(t, client, 1)
+	ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
+	defer cancel()
+	in := pngDigit(t, test.X[:784])
+	if _, err := client.Infer().QueryViaPool(ctx, infer.PoolSpec{Skill: skill, Policy: taskpool.First, Deadline: 2 * time.Second}, in); err == nil ||
+		!strings.Contains(err.Error(), "expired") {
+		t.Fatalf("pool query with no host on the pool: %v, want the task expired", err)
+	}
+	// More than a catalog poll after the model was published, the host
+	// has not joined the pool's topic: it runs no agent there.
+	if slices.Contains(h.PubSub().GetTopics(), taskpool.TopicName(infer.DefaultPool)) {
+		t.Fatal("the host joined the infer pool with pool = \"\"")
+	}
+	if res, err := client.Infer().Query(ctx, routing.QuerySpec{Skill: skill}, in); err != nil || res.Host != h.ID() {
+		t.Fatalf("direct query: %v %+v", err, res)
+	}
+
+	cfg := nodetest.Config(t.TempDir())
+	cfg.Services = map[string]map[string]any{"infer": {"pool": int64(3)}}
+	nd, err := node.New(ctx, cfg, node.WithLogger(nodetest.Logger("bad")))
+	if err == nil {
+		_ = nd.Close()
+		t.Fatal("a node started with services.infer.pool = 3")
+	}
+	if !strings.Contains(err.Error(), "services.infer.pool") {
+		t.Fatalf("bad pool setting: %v, want the field named", err)
+	}
+}
