@@ -40,6 +40,10 @@ const defaultBidWindow = 250 * time.Millisecond
 // the error is a *PendingError naming the task to collect later.
 var ErrPending = errors.New("query still pending in the task pool")
 
+// ErrNotQuery is returned when a task id names a task that is not an
+// inference query.
+var ErrNotQuery = errors.New("not an inference query")
+
 // ErrNoPool is returned by pool calls when the node runs no task pool.
 var ErrNoPool = errors.New("this node runs no task pool service")
 
@@ -156,7 +160,7 @@ func (s *Service) PoolResult(ctx context.Context, id string) (*Result, error) {
 		return nil, fmt.Errorf("query task %s: %w", id, err)
 	}
 	if st.Task.Kind != PoolKind {
-		return nil, fmt.Errorf("task %s is of kind %q, not an inference query (%q)", id, st.Task.Kind, PoolKind)
+		return nil, fmt.Errorf("task %s is of kind %q: %w (kind %q)", id, st.Task.Kind, ErrNotQuery, PoolKind)
 	}
 	if !st.State.Terminal() {
 		if st, err = tp.WaitResult(ctx, id); err != nil {

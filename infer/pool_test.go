@@ -175,6 +175,14 @@ func TestPoolBadInputFailsTask(t *testing.T) {
 		!strings.Contains(err.Error(), "inline") {
 		t.Fatalf("oversized input: %v, want refused before posting", err)
 	}
+	// A task id that names some other kind of task is refused, not decoded.
+	other, err := client.Taskpool().Post(ctx, taskpool.TaskSpec{Pool: "other", Kind: "text", Input: []byte("hi"), Deadline: time.Minute})
+	if err != nil {
+		t.Fatal(err)
+	}
+	if _, err := client.Infer().PoolResult(ctx, other.ID); !errors.Is(err, infer.ErrNotQuery) || !strings.Contains(err.Error(), `"text"`) {
+		t.Fatalf("result of a text task: %v, want ErrNotQuery naming its kind", err)
+	}
 	if _, err := client.Infer().QueryViaPool(ctx, infer.PoolSpec{Skill: "no-such-skill", Deadline: time.Second}, pngDigit(t, test.X[:784])); err == nil ||
 		!strings.Contains(err.Error(), "expired") {
 		t.Fatalf("skill nobody serves: %v, want the task expired", err)

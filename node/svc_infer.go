@@ -163,7 +163,7 @@ const maxInferBody = infer.MaxInputBytes*4/3 + 8<<10
 
 func inferStatus(err error) int {
 	switch {
-	case errors.Is(err, infer.ErrBadInput):
+	case errors.Is(err, infer.ErrBadInput), errors.Is(err, infer.ErrNotQuery):
 		return http.StatusBadRequest
 	case errors.Is(err, infer.ErrNoModel):
 		return http.StatusUnprocessableEntity
