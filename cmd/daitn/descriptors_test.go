@@ -15,13 +15,7 @@ func TestDataAddShowFind(t *testing.T) {
 	a, b := t.TempDir(), t.TempDir()
 	upNode(t, a, "--roles", "data")
 	upNode(t, b)
-	var idB string
-	if out, _, code := run(t, "id", "--data", b, "--json"); code == 0 {
-		idB = regexp.MustCompile(`/ip4/127\.0\.0\.1/tcp/\d+/p2p/\w+`).FindString(out)
-	}
-	if _, errOut, code := run(t, "connect", "--data", a, idB); code != 0 {
-		t.Fatalf("connect: %s", errOut)
-	}
+	connectCLI(t, a, b)
 
 	// An ImageFolder: one subfolder per label, one file per sample.
 	data := filepath.Join(t.TempDir(), "pets")

@@ -76,20 +76,7 @@ func TestModelAddWeightsAndInfer(t *testing.T) {
 	}
 	upNode(t, a)
 	upNode(t, c)
-	out, _, _ := run(t, "id", "--data", a, "--json")
-	var idA node.IDInfo
-	if err := json.Unmarshal([]byte(out), &idA); err != nil {
-		t.Fatal(err)
-	}
-	var tcp string
-	for _, addr := range idA.Addrs {
-		if strings.Contains(addr, "/tcp/") {
-			tcp = addr
-		}
-	}
-	if _, e, code := run(t, "connect", "--data", c, tcp); code != 0 {
-		t.Fatalf("connect: %s", e)
-	}
+	idA := connectCLI(t, c, a)
 
 	if _, e, code := run(t, "model", "add", "--data", a, "--name", "digits", "--version", "1", "--weights", garbage, "--skill", "classify-digits"); code == 0 || !strings.Contains(e, "not a daitn model file") {
 		t.Fatalf("model add with a garbage weights file: code %d, %s", code, e)

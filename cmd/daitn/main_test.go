@@ -93,6 +93,28 @@ func upNode(t *testing.T, dir string, extra ...string) *exec.Cmd {
 	return nil
 }
 
+// connectCLI connects the node on from to the node on to through the CLI:
+// `daitn id --json` on to for its TCP address, then `daitn connect` on from.
+// It returns what id said of to.
+func connectCLI(t *testing.T, from, to string) node.IDInfo {
+	t.Helper()
+	out, errOut, code := run(t, "id", "--data", to, "--json")
+	var id node.IDInfo
+	if err := json.Unmarshal([]byte(out), &id); code != 0 || err != nil {
+		t.Fatalf("id --data %s: code %d, %v, %s", to, code, err, errOut)
+	}
+	for _, addr := range id.Addrs {
+		if strings.Contains(addr, "/tcp/") {
+			if _, errOut, code := run(t, "connect", "--data", from, addr); code != 0 {
+				t.Fatalf("connect %s to %s: %s", from, addr, errOut)
+			}
+			return id
+		}
+	}
+	t.Fatalf("node on %s has no TCP address: %v", to, id.Addrs)
+	return id
+}
+
 func TestInitTwiceKeepsKey(t *testing.T) {
 	dir := filepath.Join(t.TempDir(), "node")
 	out, _, code := run(t, "init", "--data", dir)

@@ -26,23 +26,7 @@ func TestTaskPostAgentRunExec(t *testing.T) {
 	a, b := t.TempDir(), t.TempDir()
 	upNode(t, a)
 	upNode(t, b)
-	out, _, code := run(t, "id", "--data", a, "--json")
-	if code != 0 {
-		t.Fatal("id failed")
-	}
-	var idA node.IDInfo
-	if err := json.Unmarshal([]byte(out), &idA); err != nil {
-		t.Fatal(err)
-	}
-	var tcp string
-	for _, addr := range idA.Addrs {
-		if strings.Contains(addr, "/tcp/") {
-			tcp = addr
-		}
-	}
-	if _, errOut, code := run(t, "connect", "--data", b, tcp); code != 0 {
-		t.Fatalf("connect: %s", errOut)
-	}
+	connectCLI(t, b, a)
 	startAgent := func(args ...string) *syncBuffer {
 		cmd := exec.Command(daitnBin, append([]string{"agent", "run", "--data", b, "--pool", "demo"}, args...)...)
 		logs := &syncBuffer{}
@@ -158,19 +142,7 @@ func TestExternalAgentAPI(t *testing.T) {
 	a, b := t.TempDir(), t.TempDir()
 	upNode(t, a)
 	upNode(t, b)
-	out, _, _ := run(t, "id", "--data", a, "--json")
-	var idA node.IDInfo
-	if err := json.Unmarshal([]byte(out), &idA); err != nil {
-		t.Fatal(err)
-	}
-	for _, addr := range idA.Addrs {
-		if strings.Contains(addr, "/tcp/") {
-			if _, errOut, code := run(t, "connect", "--data", b, addr); code != 0 {
-				t.Fatalf("connect: %s", errOut)
-			}
-			break
-		}
-	}
+	idA := connectCLI(t, b, a)
 	c, err := oam.Dial(b)
 	if err != nil {
 		t.Fatal(err)

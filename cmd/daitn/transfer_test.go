@@ -2,15 +2,12 @@ package main
 
 import (
 	"bytes"
-	"encoding/json"
 	"math/rand/v2"
 	"os"
 	"path/filepath"
 	"strings"
 	"syscall"
 	"testing"
-
-	"github.com/daitn/daitn/node"
 )
 
 // TestAddGetPinGC drives the transfer commands through the real binary on
@@ -20,26 +17,7 @@ func TestAddGetPinGC(t *testing.T) {
 	a, b := t.TempDir(), t.TempDir()
 	upA := upNode(t, a)
 	upNode(t, b)
-	connect := func() {
-		out, _, code := run(t, "id", "--data", a, "--json")
-		if code != 0 {
-			t.Fatalf("id: code %d", code)
-		}
-		var idA node.IDInfo
-		if err := json.Unmarshal([]byte(out), &idA); err != nil {
-			t.Fatal(err)
-		}
-		var tcp string
-		for _, addr := range idA.Addrs {
-			if strings.Contains(addr, "/tcp/") {
-				tcp = addr
-			}
-		}
-		if _, e, code := run(t, "connect", "--data", b, tcp); code != 0 {
-			t.Fatalf("connect: %s", e)
-		}
-	}
-	connect()
+	connectCLI(t, b, a)
 
 	src := filepath.Join(t.TempDir(), "model.bin")
 	data := make([]byte, 3<<20)
@@ -62,7 +40,7 @@ func TestAddGetPinGC(t *testing.T) {
 	}
 	_, _ = upA.Process.Wait()
 	upNode(t, a)
-	connect()
+	connectCLI(t, b, a)
 
 	dst := filepath.Join(t.TempDir(), "got.bin")
 	out, e, code = run(t, "get", "--data", b, root, "-o", dst)
