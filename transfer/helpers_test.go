@@ -7,6 +7,7 @@ import (
 	"log/slog"
 	"os"
 	"path/filepath"
+	"slices"
 	"strings"
 	"testing"
 	"time"
@@ -116,4 +117,16 @@ func rot(t testing.TB, s *blockStore, c cid.Cid, at int) {
 	if _, err := f.WriteAt(b, off); err != nil {
 		t.Fatal(err)
 	}
+}
+
+// segmentIDs lists the segments, oldest first.
+func (s *blockStore) segmentIDs() []uint32 {
+	s.segMu.RLock()
+	defer s.segMu.RUnlock()
+	ids := make([]uint32, 0, len(s.segs))
+	for id := range s.segs {
+		ids = append(ids, id)
+	}
+	slices.Sort(ids)
+	return ids
 }

@@ -11,7 +11,6 @@ import (
 	"os"
 	"path/filepath"
 	"slices"
-	"sort"
 	"strconv"
 	"strings"
 	"sync"
@@ -757,18 +756,6 @@ func (s *blockStore) diskBytes() int64 {
 		n += seg.size
 	}
 	return n
-}
-
-// segmentIDs lists the segments, oldest first (tests).
-func (s *blockStore) segmentIDs() []uint32 {
-	s.segMu.RLock()
-	defer s.segMu.RUnlock()
-	ids := make([]uint32, 0, len(s.segs))
-	for id := range s.segs {
-		ids = append(ids, id)
-	}
-	sort.Slice(ids, func(i, j int) bool { return ids[i] < ids[j] })
-	return ids
 }
 
 // close makes everything written durable and releases the files. The
